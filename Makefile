@@ -1,0 +1,35 @@
+# Call Journal — developer entry points. `make test` works on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv lint test test-long run proto bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check cj cj_api cj_encoder cj_agent tests bench
+	$(BIN)/ruff format --check cj cj_api cj_encoder cj_agent tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -m "not slow"
+
+test-long: venv
+	$(BIN)/pytest -m slow
+
+proto: venv
+	$(BIN)/python -m cj.proto.generate
+
+run: venv
+	./scripts/run.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
