@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, settings
 
 pytest_plugins = [
     # Each module provides session fixtures for one real dependency.
+    "tests.fixtures.postgres",
 ]
 
 settings.register_profile(

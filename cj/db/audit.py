@@ -1,0 +1,56 @@
+"""The audit log: who tried to do what to which call, and what happened."""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from cj.db.pool import Connection
+
+
+def audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    call_uuid: uuid_module.UUID | None,
+    result: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        """INSERT INTO audit_log (actor, action, call_uuid, result, detail)
+           VALUES (%s, %s, %s, %s, %s)""",
+        (actor, action, call_uuid, result, Jsonb(detail or {})),
+    )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    call_uuid: uuid_module.UUID | None
+    result: str
+    detail: dict[str, Any]
+
+
+def audit_entries(
+    conn: Connection, call_uuid: uuid_module.UUID | None = None, limit: int = 100
+) -> list[AuditEntry]:
+    if call_uuid is None:
+        rows = conn.execute(
+            "SELECT at, actor, action, call_uuid, result, detail FROM audit_log "
+            "ORDER BY id DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT at, actor, action, call_uuid, result, detail FROM audit_log "
+            "WHERE call_uuid = %s ORDER BY id DESC LIMIT %s",
+            (call_uuid, limit),
+        ).fetchall()
+    return [AuditEntry(**row) for row in rows]

@@ -1,0 +1,352 @@
+"""Calls: idempotent upsert, lookup, existence checks and the two searches.
+
+Functions here are synchronous and take a connection: they run inside
+`Database.run` in a worker thread, one transaction per call. SQL is parameterised
+throughout; user input never becomes SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuid_module
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from cj.db.paging import Cursor, decode_token, encode_token, query_fingerprint
+from cj.db.pool import Connection
+from cj.model import Call, Direction, Recording, RecordingStatus
+from cj.phone import PhoneNumber, search_key
+
+MAX_LIMIT = 1000
+
+
+class UpsertOutcome(StrEnum):
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """A call with its recording, if it has one."""
+
+    call: Call
+    recording: Recording | None
+
+
+@dataclass(frozen=True)
+class CallState:
+    """What CheckCalls answers for one uuid."""
+
+    uuid: uuid_module.UUID
+    exists: bool
+    recording_status: RecordingStatus | None = None
+    recording_sha256: str | None = None
+
+
+class SearchError(ValueError):
+    """A search request is invalid; `field` names the parameter at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Calls newest first, filtered by phone (suffix of digits or exact) and/or time.
+
+    The interval is half-open: `start <= started_at < end`.
+    """
+
+    phone: str | None = None
+    exact: bool = False
+    start: datetime | None = None
+    end: datetime | None = None
+    direction: Direction | None = None
+    has_recording: bool | None = None
+    limit: int = 100
+    page_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not 1 <= self.limit <= MAX_LIMIT:
+            raise SearchError("limit", f"must be between 1 and {MAX_LIMIT}")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise SearchError(name, "must carry a timezone")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise SearchError("end", "must be after start (the interval is [start, end))")
+        if self.phone is not None:
+            try:
+                search_key(self.phone, exact=self.exact)
+            except ValueError as exc:
+                raise SearchError("phone", str(exc)) from None
+
+    def fingerprint(self) -> str:
+        return query_fingerprint(
+            self.phone and search_key(self.phone, exact=self.exact),
+            self.exact,
+            self.start and self.start.isoformat(),
+            self.end and self.end.isoformat(),
+            self.direction,
+            self.has_recording,
+        )
+
+    def cursor(self) -> Cursor | None:
+        """The decoded page token; raises PageTokenError when it is not ours."""
+        if not self.page_token:
+            return None
+        return decode_token(self.page_token, self.fingerprint())
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    records: list[CallRecord]
+    next_page_token: str | None
+
+
+# --- writing ---------------------------------------------------------------------------
+
+_CALL_COLUMNS = (
+    "source",
+    "caller_number",
+    "caller_digits_rev",
+    "caller_name",
+    "destination_number",
+    "destination_digits_rev",
+    "direction",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_s",
+    "billsec",
+    "hangup_cause",
+    "hangup_side",
+    "sip_code",
+    "private",
+    "recording_name",
+    "raw",
+)
+
+_UPSERT = f"""
+INSERT INTO calls (uuid, {", ".join(_CALL_COLUMNS)})
+VALUES (%(uuid)s, {", ".join(f"%({c})s" for c in _CALL_COLUMNS)})
+ON CONFLICT (uuid) DO UPDATE
+   SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _CALL_COLUMNS)}, updated_at = now()
+ WHERE ({", ".join(f"calls.{c}" for c in _CALL_COLUMNS)})
+       IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _CALL_COLUMNS)})
+RETURNING (xmax = 0) AS inserted
+"""
+
+
+def _call_params(call: Call) -> dict[str, Any]:
+    return {
+        "uuid": call.uuid,
+        "source": call.source,
+        "caller_number": call.caller.raw,
+        "caller_digits_rev": call.caller.reversed_digits,
+        "caller_name": call.caller_name,
+        "destination_number": call.destination.raw,
+        "destination_digits_rev": call.destination.reversed_digits,
+        "direction": call.direction.value,
+        "started_at": call.started_at,
+        "answered_at": call.answered_at,
+        "ended_at": call.ended_at,
+        "duration_s": call.duration_s,
+        "billsec": call.billsec,
+        "hangup_cause": call.hangup_cause,
+        "hangup_side": call.hangup_side,
+        "sip_code": call.sip_code,
+        "private": call.private,
+        "recording_name": call.recording_name,
+        "raw": Jsonb(_jsonable(call.raw)),
+    }
+
+
+def _jsonable(raw: Mapping[str, Any]) -> Any:
+    # PostgreSQL's jsonb refuses NUL characters in strings; keep the document, lose the NUL.
+    text = json.dumps(raw, ensure_ascii=False, default=str)
+    return json.loads(text.replace("\\u0000", "\\ufffd"))
+
+
+def upsert_call(conn: Connection, call: Call) -> UpsertOutcome:
+    """Insert or update one call by uuid; same content twice changes nothing."""
+    row = conn.execute(_UPSERT, _call_params(call)).fetchone()
+    if row is None:
+        return UpsertOutcome.UNCHANGED
+    return UpsertOutcome.INSERTED if row["inserted"] else UpsertOutcome.UPDATED
+
+
+def upsert_calls(conn: Connection, calls: Sequence[Call]) -> list[UpsertOutcome]:
+    """Upsert many calls in one round trip per batch (pipelined); outcomes in input order.
+
+    A uuid repeated within `calls` is written once per occurrence, in order, so the
+    last occurrence wins, exactly as if they had been sent one by one.
+    """
+    outcomes: list[UpsertOutcome] = []
+    with conn.cursor() as cur:
+        cur.executemany(_UPSERT, [_call_params(c) for c in calls], returning=True)
+        while True:
+            row = cur.fetchone()
+            if row is None:
+                outcomes.append(UpsertOutcome.UNCHANGED)
+            else:
+                outcomes.append(
+                    UpsertOutcome.INSERTED if row["inserted"] else UpsertOutcome.UPDATED
+                )
+            if not cur.nextset():
+                break
+    return outcomes
+
+
+# --- reading ---------------------------------------------------------------------------
+
+_SELECT = """
+SELECT c.uuid, c.source, c.caller_number, c.caller_name, c.destination_number, c.direction,
+       c.started_at, c.answered_at, c.ended_at, c.duration_s, c.billsec, c.hangup_cause,
+       c.hangup_side, c.sip_code, c.private, c.recording_name, {raw} AS raw,
+       r.status AS r_status, r.original_name AS r_original_name,
+       r.original_size AS r_original_size, r.original_sha256 AS r_original_sha256,
+       r.original_storage AS r_original_storage, r.original_key AS r_original_key,
+       r.storage AS r_storage, r.key AS r_key, r.size AS r_size, r.sha256 AS r_sha256,
+       r.content_type AS r_content_type, r.duration_ms AS r_duration_ms,
+       r.sample_rate AS r_sample_rate, r.channels AS r_channels, r.attempts AS r_attempts,
+       r.last_error AS r_last_error, r.created_at AS r_created_at, r.updated_at AS r_updated_at
+  FROM calls c LEFT JOIN recordings r ON r.call_uuid = c.uuid
+"""
+
+
+def row_to_recording(row: Mapping[str, Any], prefix: str = "r_") -> Recording | None:
+    if row[f"{prefix}status"] is None:
+        return None
+    return Recording(
+        call_uuid=row.get("call_uuid") or row["uuid"],
+        status=RecordingStatus(row[f"{prefix}status"]),
+        original_name=row[f"{prefix}original_name"],
+        original_size=row[f"{prefix}original_size"],
+        original_sha256=row[f"{prefix}original_sha256"],
+        original_storage=row[f"{prefix}original_storage"],
+        original_key=row[f"{prefix}original_key"],
+        storage=row[f"{prefix}storage"],
+        key=row[f"{prefix}key"],
+        size=row[f"{prefix}size"],
+        sha256=row[f"{prefix}sha256"],
+        content_type=row[f"{prefix}content_type"],
+        duration_ms=row[f"{prefix}duration_ms"],
+        sample_rate=row[f"{prefix}sample_rate"],
+        channels=row[f"{prefix}channels"],
+        attempts=row[f"{prefix}attempts"],
+        last_error=row[f"{prefix}last_error"],
+        created_at=row[f"{prefix}created_at"],
+        updated_at=row[f"{prefix}updated_at"],
+    )
+
+
+def _row_to_record(row: Mapping[str, Any]) -> CallRecord:
+    call = Call(
+        uuid=row["uuid"],
+        source=row["source"],
+        caller=PhoneNumber(row["caller_number"]),
+        caller_name=row["caller_name"],
+        destination=PhoneNumber(row["destination_number"]),
+        direction=Direction(row["direction"]),
+        started_at=row["started_at"],
+        answered_at=row["answered_at"],
+        ended_at=row["ended_at"],
+        duration_s=row["duration_s"],
+        billsec=row["billsec"],
+        hangup_cause=row["hangup_cause"],
+        hangup_side=row["hangup_side"],
+        sip_code=row["sip_code"],
+        private=row["private"],
+        recording_name=row["recording_name"],
+        raw=row["raw"] or {},
+    )
+    return CallRecord(call=call, recording=row_to_recording(row))
+
+
+def get_call(conn: Connection, call_uuid: uuid_module.UUID) -> CallRecord | None:
+    row = conn.execute(_SELECT.format(raw="c.raw") + " WHERE c.uuid = %s", (call_uuid,)).fetchone()
+    return _row_to_record(row) if row is not None else None
+
+
+def check_calls(conn: Connection, uuids: Iterable[uuid_module.UUID]) -> list[CallState]:
+    """Which of `uuids` exist, with their recording state; answers in input order."""
+    wanted = list(uuids)
+    rows = conn.execute(
+        """SELECT c.uuid, r.status, r.original_sha256
+             FROM calls c LEFT JOIN recordings r ON r.call_uuid = c.uuid
+            WHERE c.uuid = ANY(%s)""",
+        (wanted,),
+    ).fetchall()
+    found = {row["uuid"]: row for row in rows}
+    states = []
+    for call_uuid in wanted:
+        row = found.get(call_uuid)
+        if row is None:
+            states.append(CallState(call_uuid, exists=False))
+        else:
+            status = RecordingStatus(row["status"]) if row["status"] else None
+            states.append(CallState(call_uuid, True, status, row["original_sha256"]))
+    return states
+
+
+def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
+    """One page of calls matching `query`, newest first (keyset pagination)."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    if query.phone is not None:
+        key = search_key(query.phone, exact=query.exact)[::-1]
+        if query.exact:
+            params["rev"] = key
+            conditions.append(
+                "(c.caller_digits_rev = %(rev)s OR c.destination_digits_rev = %(rev)s)"
+            )
+        else:
+            # Prefix range on the reversed digits: [key, key with its last digit + 1).
+            params["lo"] = key
+            params["hi"] = key[:-1] + chr(ord(key[-1]) + 1)
+            conditions.append(
+                "((c.caller_digits_rev ~>=~ %(lo)s AND c.caller_digits_rev ~<~ %(hi)s)"
+                " OR (c.destination_digits_rev ~>=~ %(lo)s"
+                " AND c.destination_digits_rev ~<~ %(hi)s))"
+            )
+    if query.start is not None:
+        params["start"] = query.start
+        conditions.append("c.started_at >= %(start)s")
+    if query.end is not None:
+        params["end"] = query.end
+        conditions.append("c.started_at < %(end)s")
+    if query.direction is not None:
+        params["direction"] = query.direction.value
+        conditions.append("c.direction = %(direction)s")
+    if query.has_recording is True:
+        conditions.append("r.status IS NOT NULL AND r.status <> 'purged'")
+    elif query.has_recording is False:
+        conditions.append("(r.status IS NULL OR r.status = 'purged')")
+    cursor = query.cursor()
+    if cursor is not None:
+        params["c_at"] = cursor.started_at
+        params["c_uuid"] = cursor.uuid
+        conditions.append("(c.started_at, c.uuid) < (%(c_at)s, %(c_uuid)s)")
+    params["limit"] = query.limit + 1
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    sql = (
+        _SELECT.format(raw="NULL::jsonb")
+        + where
+        + " ORDER BY c.started_at DESC, c.uuid DESC LIMIT %(limit)s"
+    )
+    rows = conn.execute(sql, params).fetchall()
+    records = [_row_to_record(row) for row in rows[: query.limit]]
+    next_token = None
+    if len(rows) > query.limit:
+        last = records[-1].call
+        next_token = encode_token(Cursor(last.started_at, last.uuid), query.fingerprint())
+    return SearchPage(records, next_token)

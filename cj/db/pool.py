@@ -1,0 +1,180 @@
+"""PostgreSQL from Trio: a psycopg 3 pool driven through worker threads.
+
+psycopg's blocking API is the fast path for small queries; each `Database.run` takes a
+pooled connection in a worker thread (at most `pool_size` threads, bounded by a
+`CapacityLimiter`), runs one function in one transaction and gives the connection
+back. When the calling Trio task is cancelled, the query is cancelled on the server
+(`cancel_safe`) and the call returns only once the connection is back in the pool, so
+no query outlives its caller and no connection is left mid-transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+import structlog
+import trio
+from psycopg.rows import DictRow, dict_row
+
+from cj.config import DatabaseConfig
+from cj.db.errors import DatabaseError, DatabaseUnavailable
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Connection = psycopg.Connection[DictRow]
+
+# How long a cancelled call waits for the server to acknowledge the cancel request.
+CANCEL_TIMEOUT_S = 5.0
+
+
+class Database:
+    """A connection pool usable from Trio. Create with `open_database`."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Connection], size: int) -> None:
+        self._pool = pool
+        self._limiter = trio.CapacityLimiter(size)
+        self._trio_token = trio.lowlevel.current_trio_token()
+
+    @property
+    def conninfo(self) -> str:
+        conninfo = self._pool.conninfo
+        return conninfo if isinstance(conninfo, str) else conninfo()
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` in a worker thread inside one transaction; return its result.
+
+        The transaction commits when `fn` returns and rolls back when it raises.
+        """
+        slot = _Slot()
+        trio_token = self._trio_token
+        finished = trio.Event()
+
+        def in_thread() -> T:
+            try:
+                with self._pool.connection() as conn:
+                    with slot.lock:
+                        if slot.cancelled:  # the caller gave up before we began
+                            raise _CallerGone
+                        slot.conn = conn
+                    try:
+                        return fn(conn)
+                    finally:
+                        with slot.lock:
+                            slot.conn = None
+            finally:
+                trio_token.run_sync_soon(finished.set)
+
+        try:
+            return await trio.to_thread.run_sync(
+                _translating(in_thread), limiter=self._limiter, abandon_on_cancel=True
+            )
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self._cancel_in_flight(slot, finished)
+            raise
+
+    async def _cancel_in_flight(self, slot: _Slot, finished: trio.Event) -> None:
+        with slot.lock:
+            slot.cancelled = True
+            conn = slot.conn
+        if conn is not None:
+            try:
+                await trio.to_thread.run_sync(lambda: conn.cancel_safe(timeout=CANCEL_TIMEOUT_S))
+            except Exception as exc:  # the query may have just finished: nothing to cancel
+                log.debug("query_cancel_failed", error=str(exc))
+        with trio.move_on_after(CANCEL_TIMEOUT_S * 2) as scope:
+            await finished.wait()
+        if scope.cancelled_caught:
+            log.warning("cancelled_query_still_running", timeout_s=CANCEL_TIMEOUT_S * 2)
+
+    async def check(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query succeeds."""
+        await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+
+class _CallerGone(Exception):
+    """Raised in a worker thread whose Trio caller was cancelled; nobody reads it."""
+
+
+class _Slot:
+    """Shared between the Trio task and its worker thread: the connection in use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: Connection | None = None
+        self.cancelled = False
+
+
+def _translating(fn: Callable[[], T]) -> Callable[[], T]:
+    def wrapper() -> T:
+        try:
+            return fn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise DatabaseUnavailable(f"no database connection available: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise
+            raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connection_kwargs(config: DatabaseConfig) -> dict[str, Any]:
+    options = []
+    if config.statement_timeout_s:
+        options.append(f"-c statement_timeout={int(config.statement_timeout_s * 1000)}")
+    return {
+        "connect_timeout": max(1, int(config.connect_timeout_s)),
+        "options": " ".join(options) or None,
+        "application_name": "calljournal",
+        "row_factory": dict_row,
+    }
+
+
+@asynccontextmanager
+async def open_database(
+    config: DatabaseConfig, *, wait: bool = True, name: str = "calljournal"
+) -> AsyncIterator[Database]:
+    """Open a pool for the lifetime of the block.
+
+    `wait=True` fails fast (DatabaseUnavailable) when PostgreSQL cannot be reached
+    within the connect timeout; `wait=False` starts anyway and lets queries fail
+    until it comes up (for daemons that should ride out a database restart).
+    """
+    kwargs = {k: v for k, v in connection_kwargs(config).items() if v is not None}
+    kwargs["application_name"] = name
+    pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
+        config.url.get_secret_value(),
+        min_size=1,
+        max_size=config.pool_size,
+        kwargs=kwargs,
+        open=False,
+        check=psycopg_pool.ConnectionPool.check_connection,
+        timeout=config.connect_timeout_s,
+        name=name,
+    )
+
+    def open_pool() -> None:
+        pool.open(wait=wait, timeout=config.connect_timeout_s)
+
+    try:
+        await trio.to_thread.run_sync(_translating(open_pool))
+    except DatabaseError:
+        await trio.to_thread.run_sync(pool.close)
+        raise
+    try:
+        yield Database(pool, config.pool_size)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: pool.close(timeout=5.0))

@@ -1,0 +1,208 @@
+"""Recordings: the state machine uploaded → encoding → stored | failed (→ purged).
+
+Every transition is one conditional UPDATE, so concurrent API instances, encoders
+and the reconciler cannot move a recording backwards or past a state it is not in.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from cj.db.calls import row_to_recording
+from cj.db.pool import Connection
+from cj.model import Recording
+
+MAX_ERROR_LENGTH = 2000
+
+_COLUMNS = """call_uuid, status, original_name, original_size, original_sha256,
+    original_storage, original_key, storage, key, size, sha256, content_type, duration_ms,
+    sample_rate, channels, attempts, last_error, created_at, updated_at"""
+
+
+def _to_recording(row: dict[str, Any] | None) -> Recording | None:
+    return row_to_recording(row, prefix="") if row is not None else None
+
+
+class CreateOutcome(StrEnum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # same content already recorded for this call
+    CONFLICT = "conflict"  # the call already has a different recording
+
+
+@dataclass(frozen=True)
+class Created:
+    outcome: CreateOutcome
+    recording: Recording
+
+
+def get_recording(conn: Connection, call_uuid: uuid_module.UUID) -> Recording | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM recordings WHERE call_uuid = %s", (call_uuid,)
+    ).fetchone()
+    return _to_recording(row)
+
+
+def create_recording(
+    conn: Connection,
+    call_uuid: uuid_module.UUID,
+    *,
+    original_name: str,
+    size: int,
+    sha256: str,
+    storage: str,
+    key: str,
+) -> Created:
+    """Record an uploaded original; idempotent for identical content.
+
+    The caller must hold the call row (it exists: a foreign key enforces it).
+    """
+    row = conn.execute(
+        f"""INSERT INTO recordings (call_uuid, status, original_name, original_size,
+                                   original_sha256, original_storage, original_key)
+            VALUES (%s, 'uploaded', %s, %s, %s, %s, %s)
+            ON CONFLICT (call_uuid) DO NOTHING
+            RETURNING {_COLUMNS}""",
+        (call_uuid, original_name, size, sha256, storage, key),
+    ).fetchone()
+    if row is not None:
+        recording = _to_recording(row)
+        assert recording is not None
+        return Created(CreateOutcome.CREATED, recording)
+    existing = get_recording(conn, call_uuid)
+    assert existing is not None  # a conflicting row exists; rows are never deleted here
+    same = existing.original_sha256 == sha256 and existing.original_size == size
+    return Created(CreateOutcome.DUPLICATE if same else CreateOutcome.CONFLICT, existing)
+
+
+def claim_for_encoding(
+    conn: Connection, call_uuid: uuid_module.UUID, lease_s: float
+) -> Recording | None:
+    """Take the recording for encoding (attempts + 1, lease set); None if not encodable.
+
+    Encodable means `uploaded`, or `encoding` with an expired lease (its encoder died).
+    """
+    row = conn.execute(
+        f"""UPDATE recordings
+               SET status = 'encoding', attempts = attempts + 1,
+                   lease_until = now() + make_interval(secs => %s), updated_at = now()
+             WHERE call_uuid = %s
+               AND (status = 'uploaded'
+                    OR (status = 'encoding' AND (lease_until IS NULL OR lease_until < now())))
+         RETURNING {_COLUMNS}""",
+        (lease_s, call_uuid),
+    ).fetchone()
+    return _to_recording(row)
+
+
+def extend_lease(conn: Connection, call_uuid: uuid_module.UUID, lease_s: float) -> bool:
+    row = conn.execute(
+        """UPDATE recordings SET lease_until = now() + make_interval(secs => %s)
+            WHERE call_uuid = %s AND status = 'encoding' RETURNING 1""",
+        (lease_s, call_uuid),
+    ).fetchone()
+    return row is not None
+
+
+def mark_stored(
+    conn: Connection,
+    call_uuid: uuid_module.UUID,
+    *,
+    storage: str,
+    key: str,
+    size: int,
+    sha256: str,
+    content_type: str,
+    duration_ms: int,
+    sample_rate: int,
+    channels: int,
+) -> Recording | None:
+    """encoding → stored. The original stays referenced until `forget_original`."""
+    row = conn.execute(
+        f"""UPDATE recordings
+               SET status = 'stored', storage = %s, key = %s, size = %s, sha256 = %s,
+                   content_type = %s, duration_ms = %s, sample_rate = %s, channels = %s,
+                   last_error = NULL, lease_until = NULL, updated_at = now(),
+                   stored_at = now()
+             WHERE call_uuid = %s AND status IN ('uploaded', 'encoding')
+         RETURNING {_COLUMNS}""",
+        (storage, key, size, sha256, content_type, duration_ms, sample_rate, channels, call_uuid),
+    ).fetchone()
+    return _to_recording(row)
+
+
+def forget_original(conn: Connection, call_uuid: uuid_module.UUID) -> None:
+    """The temporary original was deleted: stop pointing at it."""
+    conn.execute(
+        """UPDATE recordings SET original_storage = NULL, original_key = NULL,
+                                 updated_at = now()
+            WHERE call_uuid = %s AND status IN ('stored', 'purged')""",
+        (call_uuid,),
+    )
+
+
+def release_for_retry(conn: Connection, call_uuid: uuid_module.UUID, error: str) -> None:
+    """encoding → uploaded after a transient failure; the queue redelivers later."""
+    conn.execute(
+        """UPDATE recordings SET status = 'uploaded', last_error = %s, lease_until = NULL,
+                                 updated_at = now()
+            WHERE call_uuid = %s AND status = 'encoding'""",
+        (error[:MAX_ERROR_LENGTH], call_uuid),
+    )
+
+
+def mark_failed(conn: Connection, call_uuid: uuid_module.UUID, error: str) -> None:
+    """→ failed, keeping the original for a later `retry-failed`."""
+    conn.execute(
+        """UPDATE recordings SET status = 'failed', last_error = %s, lease_until = NULL,
+                                 updated_at = now()
+            WHERE call_uuid = %s AND status IN ('uploaded', 'encoding')""",
+        (error[:MAX_ERROR_LENGTH], call_uuid),
+    )
+
+
+def requeue_failed(
+    conn: Connection, call_uuid: uuid_module.UUID | None = None
+) -> list[uuid_module.UUID]:
+    """failed → uploaded with attempts reset; returns the uuids to publish jobs for."""
+    if call_uuid is None:
+        rows = conn.execute(
+            """UPDATE recordings SET status = 'uploaded', attempts = 0, updated_at = now()
+                WHERE status = 'failed' RETURNING call_uuid"""
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            """UPDATE recordings SET status = 'uploaded', attempts = 0, updated_at = now()
+                WHERE status = 'failed' AND call_uuid = %s RETURNING call_uuid""",
+            (call_uuid,),
+        ).fetchall()
+    return [row["call_uuid"] for row in rows]
+
+
+def stale_recordings(
+    conn: Connection, *, older_than_s: float, limit: int = 1000
+) -> list[uuid_module.UUID]:
+    """Recordings waiting for an encoder that no queue message may be bringing.
+
+    `uploaded` untouched for `older_than_s`, or `encoding` whose lease expired.
+    """
+    rows = conn.execute(
+        """SELECT call_uuid FROM recordings
+            WHERE (status = 'uploaded' AND updated_at < now() - make_interval(secs => %s))
+               OR (status = 'encoding' AND (lease_until IS NULL OR lease_until < now()))
+            ORDER BY updated_at
+            LIMIT %s""",
+        (older_than_s, limit),
+    ).fetchall()
+    return [row["call_uuid"] for row in rows]
+
+
+def touch_requeued(conn: Connection, call_uuids: list[uuid_module.UUID]) -> None:
+    """Note that jobs were re-published, so the next reconcile pass waits again."""
+    conn.execute(
+        """UPDATE recordings SET updated_at = now()
+            WHERE call_uuid = ANY(%s) AND status = 'uploaded'""",
+        (call_uuids,),
+    )
