@@ -154,9 +154,7 @@ def _env_overrides(
     return overrides
 
 
-def _resolve(
-    dataclass_type: type[Any], rest: str, var: str
-) -> tuple[tuple[str, ...], Any]:
+def _resolve(dataclass_type: type[Any], rest: str, var: str) -> tuple[tuple[str, ...], Any]:
     hints = typing.get_type_hints(dataclass_type, include_extras=True)
     for name in sorted(hints, key=len, reverse=True):
         hint = _strip_annotated(hints[name])
