@@ -26,7 +26,7 @@ test-long: venv
 	$(BIN)/pytest -m slow
 
 proto: venv
-	$(BIN)/python -m cj.proto.generate
+	$(BIN)/python tools/gen_proto.py
 
 run: venv
 	./scripts/run.sh
