@@ -143,13 +143,20 @@ def forget_original(conn: Connection, call_uuid: uuid_module.UUID) -> None:
     )
 
 
-def release_for_retry(conn: Connection, call_uuid: uuid_module.UUID, error: str) -> None:
-    """encoding → uploaded after a transient failure; the queue redelivers later."""
+def release_for_retry(
+    conn: Connection, call_uuid: uuid_module.UUID, error: str, retry_in_s: float
+) -> None:
+    """encoding → uploaded after a transient failure; the queue redelivers later.
+
+    `lease_until` records when the retry is due, so the reconciler does not treat the
+    recording as forgotten while it waits for its backoff.
+    """
     conn.execute(
-        """UPDATE recordings SET status = 'uploaded', last_error = %s, lease_until = NULL,
+        """UPDATE recordings SET status = 'uploaded', last_error = %s,
+                                 lease_until = now() + make_interval(secs => %s),
                                  updated_at = now()
             WHERE call_uuid = %s AND status = 'encoding'""",
-        (error[:MAX_ERROR_LENGTH], call_uuid),
+        (error[:MAX_ERROR_LENGTH], retry_in_s, call_uuid),
     )
 
 
@@ -186,11 +193,13 @@ def stale_recordings(
 ) -> list[uuid_module.UUID]:
     """Recordings waiting for an encoder that no queue message may be bringing.
 
-    `uploaded` untouched for `older_than_s`, or `encoding` whose lease expired.
+    `uploaded` and idle for `older_than_s` (counted from a pending retry's due time),
+    or `encoding` whose lease expired (its encoder died).
     """
     rows = conn.execute(
         """SELECT call_uuid FROM recordings
-            WHERE (status = 'uploaded' AND updated_at < now() - make_interval(secs => %s))
+            WHERE (status = 'uploaded'
+                   AND greatest(updated_at, lease_until) < now() - make_interval(secs => %s))
                OR (status = 'encoding' AND (lease_until IS NULL OR lease_until < now()))
             ORDER BY updated_at
             LIMIT %s""",
@@ -200,9 +209,15 @@ def stale_recordings(
 
 
 def touch_requeued(conn: Connection, call_uuids: list[uuid_module.UUID]) -> None:
-    """Note that jobs were re-published, so the next reconcile pass waits again."""
+    """Jobs were re-published: restart the stale clock, and hand back expired leases.
+
+    An `encoding` row whose lease expired lost its encoder; it goes back to `uploaded`
+    (a live encoder that claimed it meanwhile holds a fresh lease and is untouched).
+    """
     conn.execute(
-        """UPDATE recordings SET updated_at = now()
-            WHERE call_uuid = ANY(%s) AND status = 'uploaded'""",
+        """UPDATE recordings SET status = 'uploaded', lease_until = NULL, updated_at = now()
+            WHERE call_uuid = ANY(%s)
+              AND (status = 'uploaded'
+                   OR (status = 'encoding' AND (lease_until IS NULL OR lease_until < now())))""",
         (call_uuids,),
     )
