@@ -1,0 +1,45 @@
+"""Prometheus metrics of one API process (a registry per server, so tests can run many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cj_api_requests",
+            "Requests answered, by protocol, route (REST) or method (gRPC), and status.",
+            ["protocol", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cj_api_request_duration_seconds",
+            "Time to answer a request, by protocol and route or method.",
+            ["protocol", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.uploaded_bytes = Counter(
+            "cj_api_uploaded_bytes",
+            "Bytes of recordings accepted into temporary storage.",
+            registry=self.registry,
+        )
+        self.downloaded_bytes = Counter(
+            "cj_api_downloaded_bytes",
+            "Bytes of recordings sent to clients.",
+            registry=self.registry,
+        )
+
+    def observe(self, protocol: str, route: str, status: str, seconds: float) -> None:
+        self.requests.labels(protocol, route, status).inc()
+        self.latency.labels(protocol, route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,491 @@
+"""The operations of the API, independent of the transport.
+
+gRPC (`cj_api.grpc_service`) and REST (`cj_api.rest`) translate requests into calls
+of `CallJournalService` and its answers and `ServiceError`s back. Authorisation,
+validation, storage and database work all happen here, once, so both protocols
+behave the same by construction.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid as uuid_module
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+import psycopg
+import structlog
+import trio
+
+from cj.auth import Principal, require
+from cj.config import ApiConfig, Role
+from cj.db import Connection, Database, DatabaseUnavailable
+from cj.db.audit import audit
+from cj.db.calls import (
+    CallRecord,
+    CallState,
+    SearchError,
+    SearchPage,
+    SearchQuery,
+    UpsertOutcome,
+    check_calls,
+    get_call,
+    search_calls,
+    upsert_call,
+    upsert_calls,
+)
+from cj.db.paging import PageTokenError
+from cj.db.recordings import CreateOutcome, create_recording
+from cj.errors import ServiceError
+from cj.model import Call, Recording, RecordingStatus
+from cj.queue.base import EncodeJob, JobPublisher, QueueError
+from cj.storage import (
+    ChecksumMismatch,
+    InvalidRange,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    StorageFull,
+    Storages,
+    StorageUnavailable,
+)
+from cj.storage.base import resolve_range
+from cj_api.metrics import ApiMetrics
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+MAX_CHECK_UUIDS = 1000
+MAX_REJECTIONS_REPORTED = 1000
+ADD_CALLS_BATCH = 500
+MAX_FILE_NAME = 255
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    call_uuid: uuid_module.UUID
+    file_name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    duplicate: bool
+    size: int
+    sha256: str
+    status: RecordingStatus
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    uuid: str
+    field: str | None
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+@dataclass
+class AddCallsResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def count(self, outcome: UpsertOutcome) -> None:
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+
+
+@dataclass(frozen=True)
+class DownloadInfo:
+    """What a download sends: the current form of a call's recording."""
+
+    call_uuid: uuid_module.UUID
+    content_type: str
+    size: int
+    sha256: str | None
+    duration_ms: int | None
+    file_name: str
+    storage: Storage
+    key: str
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256}"' if self.sha256 else f'"{self.key}:{self.size}"'
+
+
+@dataclass(frozen=True)
+class InvalidCall:
+    """An AddCalls item that could not even be turned into a Call."""
+
+    uuid: str
+    error: ServiceError
+
+
+def wav_key(call_uuid: uuid_module.UUID, sha256: str) -> str:
+    """Where an uploaded original goes in temporary storage (unique per content)."""
+    return f"wav/{str(call_uuid)[:2]}/{call_uuid}/{sha256}.wav"
+
+
+class CallJournalService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        storages: Storages,
+        publisher: JobPublisher,
+        config: ApiConfig,
+        metrics: ApiMetrics,
+    ) -> None:
+        self._db = db
+        self._storages = storages
+        self._publisher = publisher
+        self._config = config
+        self._metrics = metrics
+
+    # --- ingest ------------------------------------------------------------------------
+
+    async def add_call(self, principal: Principal, call: Call) -> UpsertOutcome:
+        require(principal, Role.AGENT)
+        return await self._run(functools.partial(upsert_call, call=_with_source(call, principal)))
+
+    async def add_calls(
+        self, principal: Principal, items: AsyncIterable[Call | InvalidCall]
+    ) -> AddCallsResult:
+        """Upsert a stream of calls in batches; invalid items are reported, not fatal."""
+        require(principal, Role.AGENT)
+        result = AddCallsResult()
+        batch: list[Call] = []
+
+        async def flush() -> None:
+            if batch:
+                outcomes = await self._run(functools.partial(upsert_calls, calls=list(batch)))
+                for outcome in outcomes:
+                    result.count(outcome)
+                batch.clear()
+
+        index = 0
+        async for item in items:
+            if isinstance(item, InvalidCall):
+                result.rejected += 1
+                if len(result.rejections) < MAX_REJECTIONS_REPORTED:
+                    result.rejections.append(
+                        Rejection(index, item.uuid, item.error.field, item.error.message)
+                    )
+            else:
+                batch.append(_with_source(item, principal))
+                if len(batch) >= ADD_CALLS_BATCH:
+                    await flush()
+            index += 1
+        await flush()
+        return result
+
+    async def check_calls(
+        self, principal: Principal, uuids: list[uuid_module.UUID]
+    ) -> list[CallState]:
+        require(principal, Role.AGENT)
+        if not 1 <= len(uuids) <= MAX_CHECK_UUIDS:
+            raise ServiceError.invalid("uuids", f"give 1 to {MAX_CHECK_UUIDS} uuids")
+        return await self._run(functools.partial(check_calls, uuids=uuids))
+
+    async def upload_recording(
+        self, principal: Principal, header: UploadHeader, chunks: AsyncIterable[bytes]
+    ) -> UploadResult:
+        """Store an original recording durably, record it, and queue its encoding.
+
+        Nothing is left behind when the upload does not complete: the temporary object
+        is discarded unless size and sha256 match and the row is committed.
+        """
+        require(principal, Role.AGENT)
+        _check_header(header, self._config.max_recording_bytes)
+        record = await self._run(functools.partial(get_call, call_uuid=header.call_uuid))
+        if record is None:
+            raise ServiceError.failed_precondition(
+                f"call {header.call_uuid} does not exist: add the call before its recording",
+                field="call_uuid",
+            )
+        existing = record.recording
+        if existing is not None:
+            if existing.original_sha256 == header.sha256 and existing.original_size == header.size:
+                await _drain(chunks)  # answer after the client finished sending
+                return UploadResult(True, existing.original_size, header.sha256, existing.status)
+            raise _conflict(header.call_uuid)
+
+        temporary = self._storages.temporary
+        key = wav_key(header.call_uuid, header.sha256)
+        await self._receive(temporary, key, header, chunks)
+        try:
+            created = await self._run(
+                functools.partial(
+                    create_recording,
+                    call_uuid=header.call_uuid,
+                    original_name=header.file_name,
+                    size=header.size,
+                    sha256=header.sha256,
+                    storage=temporary.name,
+                    key=key,
+                )
+            )
+        except BaseException:
+            await _discard(temporary, key)
+            raise
+        if created.outcome is not CreateOutcome.CREATED:
+            # Another upload of this call won the race.
+            if created.recording.original_key != key:
+                await _discard(temporary, key)
+            if created.outcome is CreateOutcome.CONFLICT:
+                raise _conflict(header.call_uuid)
+            return UploadResult(True, header.size, header.sha256, created.recording.status)
+        self._metrics.uploaded_bytes.inc(header.size)
+        try:
+            await self._publisher.publish(EncodeJob(header.call_uuid))
+        except QueueError as exc:
+            # The row is committed: the reconciler will queue it. Not the client's problem.
+            log.warning("encode_job_not_published", call_uuid=str(header.call_uuid), error=str(exc))
+        log.info(
+            "recording_uploaded",
+            call_uuid=str(header.call_uuid),
+            size=header.size,
+            agent=principal.name,
+        )
+        return UploadResult(False, header.size, header.sha256, RecordingStatus.UPLOADED)
+
+    async def _receive(
+        self, storage: Storage, key: str, header: UploadHeader, chunks: AsyncIterable[bytes]
+    ) -> None:
+        try:
+            async with storage.open_upload(key, expected_sha256=header.sha256) as upload:
+                async for chunk in chunks:
+                    if upload.bytes_written + len(chunk) > header.size:
+                        raise ServiceError.invalid(
+                            "size", f"received more than the declared {header.size} bytes"
+                        )
+                    await upload.write(chunk)
+                if upload.bytes_written != header.size:
+                    raise ServiceError.invalid(
+                        "size",
+                        f"upload ended after {upload.bytes_written} of the declared "
+                        f"{header.size} bytes",
+                    )
+                await upload.commit()
+        except ChecksumMismatch:
+            raise ServiceError.invalid(
+                "sha256", "the received bytes do not match the declared sha256"
+            ) from None
+        except StorageFull:
+            raise ServiceError.unavailable("temporary storage is full; retry later") from None
+        except StorageError as exc:
+            raise _storage_error(exc) from exc
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def search(self, principal: Principal, build: Callable[[], SearchQuery]) -> SearchPage:
+        """Run a search; `build` constructs the query so its validation errors map here."""
+        require(principal, Role.READER)
+        try:
+            query = build()
+            query.cursor()  # validate the page token before touching the database
+        except SearchError as exc:
+            raise ServiceError.invalid(exc.field, exc.reason) from None
+        except PageTokenError as exc:
+            raise ServiceError.invalid("page_token", str(exc)) from None
+        return await self._run(functools.partial(search_calls, query=query))
+
+    async def get_call(self, principal: Principal, call_uuid: uuid_module.UUID) -> CallRecord:
+        require(principal, Role.READER)
+        record = await self._run(functools.partial(get_call, call_uuid=call_uuid))
+        if record is None:
+            raise ServiceError.not_found(f"no call {call_uuid}")
+        return record
+
+    async def prepare_download(
+        self, principal: Principal, call_uuid: uuid_module.UUID
+    ) -> DownloadInfo:
+        """Decide what a download of `call_uuid` sends, or refuse it; always audited."""
+        require(principal, Role.READER)
+        try:
+            info = await self._locate(call_uuid)
+        except ServiceError as exc:
+            await self._audit_download(principal, call_uuid, exc.code.value.lower(), exc.message)
+            raise
+        await self._audit_download(principal, call_uuid, "allowed", info.content_type)
+        return info
+
+    async def _locate(self, call_uuid: uuid_module.UUID) -> DownloadInfo:
+        for _ in range(3):  # the encoder may move the file between our reads
+            record = await self._run(functools.partial(get_call, call_uuid=call_uuid))
+            if record is None:
+                raise ServiceError.not_found(f"no call {call_uuid}")
+            recording = record.recording
+            if recording is None:
+                raise ServiceError.not_found(f"call {call_uuid} has no recording")
+            if record.call.private:
+                raise ServiceError.permission_denied(
+                    f"the recording of call {call_uuid} is private and cannot be downloaded"
+                )
+            if recording.status is RecordingStatus.PURGED:
+                raise ServiceError.gone(f"the recording of call {call_uuid} was purged")
+            info = self._download_info(recording)
+            if info is None:
+                continue
+            try:
+                stat = await info.storage.stat(info.key)
+            except ObjectNotFound:
+                continue
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+            if stat.size != info.size:
+                log.error("recording_size_mismatch", call_uuid=str(call_uuid), key=info.key)
+                raise ServiceError.data_loss(
+                    f"the stored recording of call {call_uuid} does not have its recorded size"
+                )
+            return info
+        raise ServiceError.unavailable(
+            f"the recording of call {call_uuid} is being moved; retry in a moment"
+        )
+
+    def _download_info(self, recording: Recording) -> DownloadInfo | None:
+        if recording.status is RecordingStatus.STORED:
+            if recording.storage is None or recording.key is None or recording.size is None:
+                return None
+            storage_name, key, size = recording.storage, recording.key, recording.size
+            content_type, sha256, suffix = "audio/mpeg", recording.sha256, "mp3"
+        else:
+            if recording.original_storage is None or recording.original_key is None:
+                return None
+            storage_name, key = recording.original_storage, recording.original_key
+            size, sha256 = recording.original_size, recording.original_sha256
+            content_type, suffix = "audio/wav", "wav"
+        try:
+            storage = self._storages.get(storage_name)
+        except StorageError:
+            log.error("recording_in_unknown_storage", storage=storage_name)
+            raise ServiceError.unavailable(
+                f"the recording is in storage {storage_name!r}, which is not configured"
+            ) from None
+        return DownloadInfo(
+            call_uuid=recording.call_uuid,
+            content_type=content_type,
+            size=size,
+            sha256=sha256,
+            duration_ms=recording.duration_ms,
+            file_name=f"{recording.call_uuid}.{suffix}",
+            storage=storage,
+            key=key,
+        )
+
+    @asynccontextmanager
+    async def open_download(
+        self, info: DownloadInfo, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream bytes `[start, end)` of the prepared download."""
+        try:
+            resolve_range(start, end, info.size)
+        except InvalidRange as exc:
+            raise ServiceError.out_of_range("offset", str(exc)) from None
+        try:
+            async with info.storage.open_read(info.key, start, end) as stream:
+                yield self._counting(stream)
+        except StorageError as exc:
+            raise _storage_error(exc) from exc
+
+    async def _counting(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in stream:
+            self._metrics.downloaded_bytes.inc(len(chunk))
+            yield chunk
+
+    async def _audit_download(
+        self, principal: Principal, call_uuid: uuid_module.UUID, result: str, detail: str
+    ) -> None:
+        try:
+            await self._db.run(
+                functools.partial(
+                    audit,
+                    actor=principal.name,
+                    action="download",
+                    call_uuid=call_uuid,
+                    result=result,
+                    detail={"detail": detail},
+                )
+            )
+        except DatabaseUnavailable as exc:
+            # No audit, no download: the rule must hold even when the database is down.
+            raise ServiceError.unavailable("database unavailable; retry later") from exc
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Raise ServiceError UNAVAILABLE unless the database answers."""
+        try:
+            await self._db.check()
+        except DatabaseUnavailable as exc:
+            raise ServiceError.unavailable(str(exc)) from None
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            return await self._db.run(fn)
+        except DatabaseUnavailable as exc:
+            raise ServiceError.unavailable("database unavailable; retry later") from exc
+        except psycopg.errors.ForeignKeyViolation:
+            raise ServiceError.failed_precondition(
+                "the call does not exist: add the call before its recording"
+            ) from None
+        except psycopg.errors.QueryCanceled:  # statement_timeout
+            raise ServiceError.unavailable("the database took too long; retry later") from None
+
+
+def _with_source(call: Call, principal: Principal) -> Call:
+    return call if call.source else replace(call, source=principal.name)
+
+
+def _check_header(header: UploadHeader, max_bytes: int) -> None:
+    name = header.file_name
+    if not name or len(name) > MAX_FILE_NAME:
+        raise ServiceError.invalid("file_name", f"must be 1 to {MAX_FILE_NAME} characters")
+    if "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
+        raise ServiceError.invalid("file_name", "must be a plain file name, without a path")
+    if header.size < 0:
+        raise ServiceError.invalid("size", "must not be negative")
+    if header.size > max_bytes:
+        raise ServiceError.resource_exhausted(
+            f"{header.size} bytes is over the limit of {max_bytes} bytes per recording",
+            field="size",
+        )
+    if not _SHA256.match(header.sha256):
+        raise ServiceError.invalid("sha256", "must be 64 lowercase hexadecimal digits")
+
+
+def _conflict(call_uuid: uuid_module.UUID) -> ServiceError:
+    return ServiceError.already_exists(
+        f"call {call_uuid} already has a different recording (another sha256)"
+    )
+
+
+def _storage_error(exc: StorageError) -> ServiceError:
+    if isinstance(exc, StorageUnavailable):
+        return ServiceError.unavailable("storage unavailable; retry later")
+    log.error("storage_error", error=str(exc), kind=type(exc).__name__)
+    return ServiceError.internal("storage error")
+
+
+async def _discard(storage: Storage, key: str) -> None:
+    with trio.CancelScope(shield=True):
+        try:
+            await storage.delete(key)
+        except StorageError as exc:
+            log.warning("orphan_upload_not_deleted", key=key, error=str(exc))
+
+
+async def _drain(chunks: AsyncIterable[bytes]) -> None:
+    async for _ in chunks:
+        pass
