@@ -248,7 +248,7 @@ class AgentSourceConfig:
 
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "Europe" is a directory
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
         if self.after_success is AfterSuccess.ARCHIVE and self.archive_dir is None:
             raise ValueError(f"source {self.name!r}: after_success = archive needs archive_dir")

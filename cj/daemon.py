@@ -1,0 +1,68 @@
+"""Running a daemon's `serve` as a process: logging, signals, exit status.
+
+Every daemon has `async def serve(settings, *, shutdown, task_status)`. The first
+SIGTERM or SIGINT sets `shutdown` (stop taking work, finish what is in flight within
+the grace period); a second one cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
+
+import structlog
+import trio
+
+from cj.config import LoggingConfig
+from cj.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+S = TypeVar("S", contravariant=True)
+
+
+class Serve(Protocol[S]):
+    def __call__(
+        self,
+        settings: S,
+        *,
+        shutdown: trio.Event | None = ...,
+        task_status: trio.TaskStatus[Any] = ...,
+    ) -> Awaitable[None]: ...
+
+
+def run_daemon(name: str, serve: Serve[S], settings: S, logging: LoggingConfig) -> int:
+    """Run `serve` until it returns after a graceful shutdown; return the exit status."""
+    configure_logging(logging)
+    try:
+        trio.run(_supervise, name, serve, settings)
+    except KeyboardInterrupt:  # pragma: no cover - a signal before our handler was installed
+        return 130
+    log.info("stopped", daemon=name)
+    return 0
+
+
+async def _supervise(name: str, serve: Serve[S], settings: S) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
+
+        async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve(settings, shutdown=shutdown, task_status=task_status)
+            nursery.cancel_scope.cancel()  # served and drained: stop watching signals
+
+        await nursery.start(run)
+        log.info("running", daemon=name)
+
+
+async def _watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                log.warning("forced_shutdown", signal=signal.Signals(signum).name)
+                everything.cancel()
+                return
