@@ -229,7 +229,7 @@ def _encode_to(
     out.seek(start)
     left = size
     while left > 0:
-        chunk = out.read(min(left, 1 << 20))
+        chunk = out.read(min(left, 1 << 18))
         if not chunk:
             raise AudioError("the MP3 output is shorter than what was written")
         digest.update(chunk)

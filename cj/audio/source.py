@@ -144,14 +144,13 @@ def _float_to_stereo(block: npt.NDArray[np.float32], out: StereoBlock) -> Stereo
     return out
 
 
-def _undecodable(path: Path, exc: BaseException, problems: tuple[str, ...]) -> UndecodableAudio:
-    message = str(exc)
+def _undecodable(path: Path, message: str, details: tuple[str, ...] = ()) -> UndecodableAudio:
     # soundfile prefixes "Error opening <repr of the path>: ", which says nothing new.
     if message.startswith("Error opening"):
         message = message.partition(": ")[2] or message
-    reason = f"cannot decode {path.name}: {message}"
-    if problems:
-        reason += " (" + "; ".join(problems) + ")"
+    reason = f"cannot decode {path.name}: {message.strip()}"
+    if details:
+        reason += " (" + "; ".join(details) + ")"
     return UndecodableAudio(reason)
 
 
@@ -171,11 +170,15 @@ def open_audio(path: Path) -> Iterator[WavReader]:
         try:
             sound = sf.SoundFile(source)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-            raise _undecodable(path, exc, problems) from exc
+            details = problems
+            if layout is not None and layout.fmt is not None:
+                # libsndfile calls an unknown codec a "malformed fmt chunk": name it.
+                details = (f"WAV codec tag 0x{layout.fmt.format_tag:04X}", *problems)
+            raise _undecodable(path, str(exc), details) from exc
         with sound:
             frames = _fact_frames(layout, int(sound.frames))
             if frames <= 0:
-                raise _undecodable(path, ValueError("the file contains no audio frames"), problems)
+                raise _undecodable(path, "the file contains no audio frames", problems)
             info = AudioInfo(
                 format=str(sound.format),
                 subtype=str(sound.subtype),
@@ -185,7 +188,7 @@ def open_audio(path: Path) -> Iterator[WavReader]:
                 problems=problems,
             )
             if info.sample_rate <= 0 or info.channels <= 0:
-                raise _undecodable(path, ValueError("invalid sample rate or channel count"), ())
+                raise _undecodable(path, "invalid sample rate or channel count", problems)
             yield WavReader(sound, info)
 
 
