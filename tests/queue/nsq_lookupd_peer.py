@@ -34,7 +34,9 @@ class LookupdPeer:
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
-        await trio.serve_listeners(self._handle, listeners, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, self._handle, listeners)
+            task_status.started(self.port)
 
     async def wait_for_requests(self, count: int) -> None:
         """Return once `count` lookups in total have been answered."""

@@ -554,9 +554,11 @@ class NsqTestPeer:
         if command == b"SUB":
             return self._sub(client, params)
         if command == b"RDY":
-            return self._rdy(client, params)
+            self._rdy(client, params)
+            return None
         if command in (b"FIN", b"REQ", b"TOUCH"):
-            return self._settle(client, command.decode(), params)
+            self._settle(client, command.decode(), params)
+            return None
         if command == b"CLS":
             if client.state != "subscribed":
                 raise ClientError("E_INVALID", "cannot CLS in current state")
@@ -645,7 +647,7 @@ class NsqTestPeer:
 
     def _rdy(self, client: PeerClient, params: list[bytes]) -> None:
         if client.state == "closing":
-            return None  # nsqd ignores RDY after CLS
+            return  # nsqd ignores RDY after CLS
         if client.state != "subscribed":
             raise ClientError("E_INVALID", "cannot RDY in current state")
         count = 1
@@ -659,7 +661,6 @@ class NsqTestPeer:
             raise ClientError("E_INVALID", f"RDY count {count} out of range 0-{self.max_rdy_count}")
         client.ready_count = count
         client.channel_changed()
-        return None
 
     def _settle(self, client: PeerClient, verb: str, params: list[bytes]) -> None:
         if client.state not in ("subscribed", "closing"):
@@ -690,7 +691,7 @@ class NsqTestPeer:
                 now + client.msg_timeout_s, entry.delivered_at + self.max_msg_timeout_s
             )
             self._schedule(entry.deadline, channel._timeout_action(entry))
-            return None
+            return
         del channel.in_flight[message_id]
         client.in_flight -= 1
         if verb == "FIN":
@@ -709,7 +710,6 @@ class NsqTestPeer:
 
                 self._schedule(now + delay_ms / 1000, undefer)
         channel.pump()
-        return None
 
     async def _pub(
         self, client: PeerClient, reader: _Reader, verb: str, params: list[bytes]

@@ -300,8 +300,10 @@ class NsqConsumer(JobConsumer):
         self._inbox_send.send_nowait((link, message))
 
     async def _set_rdy(self, link: _Link, count: int) -> None:
-        if link.rdy != count and await link.send(wire.ready(count)):
-            link.rdy = count
+        if link.rdy == count:
+            return
+        link.rdy = count  # before sending, so a concurrent caller does not repeat it
+        await link.send(wire.ready(count))
 
     async def _rebalance(self) -> None:
         async with self._rdy_lock:  # concurrent rebalances would interleave RDY values
@@ -378,8 +380,8 @@ class NsqConsumer(JobConsumer):
             else:
                 producer.link = link
                 nursery.start_soon(self._drain_when_asked, link)
-                self._notify_links_changed()
                 await self._rebalance()
+                self._notify_links_changed()
                 assert link.connection is not None
                 await link.connection.wait_closed()
                 nursery.cancel_scope.cancel()
@@ -432,7 +434,10 @@ class NsqConsumer(JobConsumer):
         await link.drain_requested.wait()
         await self._set_rdy(link, 0)
         await self._rebalance()  # the others take over this one's share
-        await link.wait_idle()
+        # Past msg_timeout nsqd has requeued whatever is still unsettled here, so
+        # waiting longer for it would only delay the close.
+        with trio.move_on_after(self._msg_timeout_ms / 1000):
+            await link.wait_idle()
         connection = link.connection
         assert connection is not None
         try:

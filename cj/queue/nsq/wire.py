@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import nsq.protocol as _pynsq
+
 from cj.queue.nsq.errors import NsqConfigError, NsqError, NsqProtocolError
 
 MAGIC_V2: Final[bytes] = _pynsq.MAGIC_V2
