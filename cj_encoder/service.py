@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import uuid
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -20,7 +22,7 @@ from cj.queue import (
 )
 from cj.reconcile import run_reconciler
 from cj.storage import Storages, open_storages
-from cj_encoder.worker import JobContext, process
+from cj_encoder.worker import JobContext, JobOutcome, process
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +65,13 @@ async def run_encoder(
     publisher: JobPublisher,
     consumer: JobConsumer,
     shutdown: trio.Event | None = None,
+    on_settled: Callable[[uuid.UUID, JobOutcome], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The encoder on given dependencies (tests pass in-memory or faulty ones)."""
+    """The encoder on given dependencies (tests pass in-memory or faulty ones).
+
+    `on_settled` is called after every delivery with its outcome.
+    """
     config = settings.encoder
     ctx = JobContext(
         db=db,
@@ -86,7 +92,9 @@ async def run_encoder(
         )
         workers = trio.CancelScope()
         workers_done = trio.Event()
-        nursery.start_soon(_run_workers, ctx, consumer, config.workers, workers, workers_done)
+        nursery.start_soon(
+            _run_workers, ctx, consumer, config.workers, workers, workers_done, on_settled
+        )
         log.info(
             "encoder_started",
             workers=config.workers,
@@ -111,20 +119,27 @@ async def _run_workers(
     count: int,
     scope: trio.CancelScope,
     done: trio.Event,
+    on_settled: Callable[[uuid.UUID, JobOutcome], None] | None,
 ) -> None:
     try:
         with scope:
             async with trio.open_nursery() as nursery:
                 for _ in range(count):
-                    nursery.start_soon(_worker, ctx, consumer)
+                    nursery.start_soon(_worker, ctx, consumer, on_settled)
     finally:
         done.set()
 
 
-async def _worker(ctx: JobContext, consumer: JobConsumer) -> None:
+async def _worker(
+    ctx: JobContext,
+    consumer: JobConsumer,
+    on_settled: Callable[[uuid.UUID, JobOutcome], None] | None,
+) -> None:
     while True:
         try:
             delivery = await consumer.receive()
         except ConsumerStopped:
             return
-        await process(ctx, delivery)
+        outcome = await process(ctx, delivery)
+        if on_settled is not None:
+            on_settled(delivery.job.call_uuid, outcome)

@@ -22,6 +22,7 @@ import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,6 +60,15 @@ def mp3_key(call_uuid: uuid_module.UUID, started_at: datetime) -> str:
     return f"{started_at:%Y/%m/%d}/{call_uuid}.mp3"
 
 
+class JobOutcome(StrEnum):
+    """How one delivery ended (for logs, metrics and tests)."""
+
+    STORED = "stored"
+    FAILED = "failed"  # permanently: the recording is marked failed, the WAV kept
+    RETRY = "retry"  # given back to the queue for a later attempt
+    NOTHING_TO_DO = "nothing_to_do"  # already stored, failed, or held by another encoder
+
+
 class _Transient(Exception):
     """A failure worth retrying (storage or database away)."""
 
@@ -76,7 +86,7 @@ class JobContext:
     encode_limiter: trio.CapacityLimiter
 
 
-async def process(ctx: JobContext, delivery: Delivery) -> None:
+async def process(ctx: JobContext, delivery: Delivery) -> JobOutcome:
     """Handle one delivery to the end: ack, retry later, or mark failed."""
     call_uuid = delivery.job.call_uuid
     bound = log.bind(call_uuid=str(call_uuid), delivery_attempt=delivery.attempts)
@@ -87,31 +97,33 @@ async def process(ctx: JobContext, delivery: Delivery) -> None:
     except _Transient as exc:
         bound.warning("claim_failed", error=str(exc))
         await _settle(delivery.retry(_retry_delay(ctx.config, delivery.attempts)))
-        return
+        return JobOutcome.RETRY
     if recording is None:
-        await _not_claimable(ctx, delivery, call_uuid)
-        return
+        return await _not_claimable(ctx, delivery, call_uuid)
     bound = bound.bind(attempt=recording.attempts)
     try:
-        stored = await _while_leased(
-            ctx, delivery, call_uuid, functools.partial(_encode_and_store, ctx, recording, bound)
-        )
+        try:
+            stored = await _while_leased(
+                ctx,
+                delivery,
+                call_uuid,
+                functools.partial(_encode_and_store, ctx, recording, bound),
+            )
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                # Shutting down mid-job: hand the job back now rather than at lease expiry.
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await _release(ctx, delivery, call_uuid, "encoder shut down mid-encode", 0)
+            raise
     except UndecodableAudio as exc:
         bound.error("recording_undecodable", reason=str(exc))
-        await _fail(ctx, delivery, call_uuid, f"undecodable audio: {exc}")
-        return
+        return await _fail(ctx, delivery, call_uuid, f"undecodable audio: {exc}")
     except (_Transient, AudioError, OSError) as exc:
-        await _transient_failure(ctx, delivery, recording, str(exc), bound)
-        return
+        return await _transient_failure(ctx, delivery, recording, str(exc), bound)
     except ObjectNotFound as exc:
         # The WAV is gone (deleted by hand?): nothing to retry with.
         bound.error("original_missing", error=str(exc))
-        await _fail(ctx, delivery, call_uuid, f"original recording missing: {exc}")
-        return
-    except trio.Cancelled:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await _release(ctx, delivery, call_uuid, "encoder shut down mid-encode", 0.0)
-        raise
+        return await _fail(ctx, delivery, call_uuid, f"original recording missing: {exc}")
     await _remove_original(ctx, stored, bound)
     await _settle(delivery.ack())
     bound.info(
@@ -120,6 +132,7 @@ async def process(ctx: JobContext, delivery: Delivery) -> None:
         size=stored.size,
         duration_ms=stored.duration_ms,
     )
+    return JobOutcome.STORED
 
 
 async def _encode_and_store(
@@ -204,6 +217,13 @@ async def _encode(ctx: JobContext, src: Path, dst: Path) -> EncodeResult:
         raise
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """Cancelled, bare or in the group a nursery wraps it in."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[0] is not None
+    return isinstance(exc, trio.Cancelled)
+
+
 async def _while_leased(
     ctx: JobContext,
     delivery: Delivery,
@@ -247,19 +267,22 @@ async def _remove_original(
         bound.warning("original_not_removed", error=str(exc))
 
 
-async def _not_claimable(ctx: JobContext, delivery: Delivery, call_uuid: uuid_module.UUID) -> None:
+async def _not_claimable(
+    ctx: JobContext, delivery: Delivery, call_uuid: uuid_module.UUID
+) -> JobOutcome:
     try:
         current = await _db(ctx, functools.partial(get_recording, call_uuid=call_uuid))
     except _Transient:
         await _settle(delivery.retry(_retry_delay(ctx.config, delivery.attempts)))
-        return
+        return JobOutcome.RETRY
     if current is not None and current.status is RecordingStatus.ENCODING:
         # Another encoder holds a live lease: look again when it would have expired.
         await _settle(delivery.retry(ctx.lease_s))
-        return
+        return JobOutcome.RETRY
     if current is not None and current.status is RecordingStatus.STORED:
         await _remove_original(ctx, current, log.bind(call_uuid=str(call_uuid)))
     await _settle(delivery.ack())  # stored, failed, purged or unknown: nothing to do
+    return JobOutcome.NOTHING_TO_DO
 
 
 async def _transient_failure(
@@ -268,19 +291,19 @@ async def _transient_failure(
     recording: Recording,
     error: str,
     bound: structlog.typing.FilteringBoundLogger,
-) -> None:
+) -> JobOutcome:
     if recording.attempts >= ctx.config.max_attempts:
         bound.error("recording_failed", error=error, attempts=recording.attempts)
-        await _fail(
+        return await _fail(
             ctx,
             delivery,
             recording.call_uuid,
             f"gave up after {recording.attempts} attempts: {error}",
         )
-        return
     delay = _retry_delay(ctx.config, recording.attempts)
     bound.warning("encode_retry", error=error, retry_in_s=round(delay, 1))
     await _release(ctx, delivery, recording.call_uuid, error, delay)
+    return JobOutcome.RETRY
 
 
 async def _release(
@@ -301,14 +324,15 @@ async def _release(
 
 async def _fail(
     ctx: JobContext, delivery: Delivery, call_uuid: uuid_module.UUID, reason: str
-) -> None:
+) -> JobOutcome:
     try:
         await _db(ctx, functools.partial(mark_failed, call_uuid=call_uuid, error=reason))
     except _Transient as exc:
         log.warning("mark_failed_failed", call_uuid=str(call_uuid), error=str(exc))
         await _settle(delivery.retry(_retry_delay(ctx.config, delivery.attempts)))
-        return
+        return JobOutcome.RETRY
     await _settle(delivery.ack())
+    return JobOutcome.FAILED
 
 
 async def _settle(action: Awaitable[None]) -> None:

@@ -162,7 +162,7 @@ class PostgresConsumer(JobConsumer):
                 log.warning("job_claim_failed", error=str(exc))
                 row = None
             if row is None:
-                with trio.move_on_after(self._config.poll_interval_s):
+                with trio.move_on_after(await self._until_next_due()):
                     await wakeup.wait()
                 continue
             try:
@@ -176,6 +176,23 @@ class PostgresConsumer(JobConsumer):
             return PostgresDelivery(
                 self._db, job, row["id"], row["attempts"], row["lease_token"], self._config.lease_s
             )
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the earliest delayed or leased job is due (at most the poll interval)."""
+        try:
+            row = await self._db.run(
+                lambda conn: conn.execute(
+                    "SELECT extract(epoch FROM min(available_at) - now())::float8 AS due_in"
+                    " FROM jobs WHERE topic = %s",
+                    (self._config.topic,),
+                ).fetchone()
+            )
+        except DatabaseError:
+            return self._config.poll_interval_s
+        due_in = row["due_in"] if row is not None else None
+        if due_in is None:
+            return self._config.poll_interval_s
+        return min(self._config.poll_interval_s, max(0.0, float(due_in)) + 0.005)
 
     async def stop_receiving(self) -> None:
         self._stopped = True
