@@ -285,7 +285,10 @@ def encode_wav_to_mp3(
     fsync, rename; nothing is left behind on failure), or a binary file opened for
     reading and writing ("w+b") and seekable, written from its current position (its
     contents past that position are undefined after a failure). `progress` is called
-    after every block with the number of input frames encoded so far.
+    after every block (64k frames by default) with the number of input frames encoded
+    so far, in the thread running this function: under `trio.to_thread.run_sync` it
+    can reach Trio through `trio.from_thread`, and an exception it raises (e.g. from
+    `trio.from_thread.check_cancelled()`) aborts the encoding and propagates.
 
     Damaged inputs are encoded as far as they go (`recovered` is set and `warnings` say
     what was wrong). Raises UndecodableAudio when `src` cannot be decoded at all

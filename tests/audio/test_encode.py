@@ -381,6 +381,23 @@ def test_progress_is_reported_per_block(tmp_path: Path) -> None:
     assert result.frames == 20000
 
 
+def test_progress_can_abort_the_encoding(tmp_path: Path) -> None:
+    src = write_wav(tmp_path / "in.wav", chirp(8000, 2.0), 8000, "PCM_16")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_second_block(frames: int) -> None:
+        if frames > 4096:
+            raise Stop
+
+    with pytest.raises(Stop):
+        encode_wav_to_mp3(
+            src, tmp_path / "out.mp3", progress=stop_at_second_block, block_frames=4096
+        )
+    assert list(tmp_path.iterdir()) == [src]
+
+
 def test_result_describes_the_written_file(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "in.wav", chirp(8000, 1.0), 8000, "ULAW")
     dst = tmp_path / "out.mp3"
