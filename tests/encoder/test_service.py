@@ -30,9 +30,7 @@ from cj_encoder.service import run_encoder
 from cj_encoder.worker import JobOutcome, mp3_key
 from tests.factories import make_call
 
-AUDIO = Path("/work/shared/samples/audio")
-if not AUDIO.exists():  # pragma: no cover - the shared samples live beside the project
-    AUDIO = Path(__file__).resolve().parents[3] / "shared" / "samples" / "audio"
+AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio"  # copies of shared/samples
 
 QUEUE = QueueConfig(kind="postgres", lease_s=60, poll_interval_s=3600)
 
