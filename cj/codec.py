@@ -1,4 +1,7 @@
-"""Protobuf messages of calljournal.v1 ⇄ the model, with errors naming the field."""
+"""Protobuf messages of calljournal.v1 ⇄ the model, with errors naming the field.
+
+Shared by the server (requests in, answers out) and the agent (calls out).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from cj.errors import ServiceError
 from cj.model import Call, Direction, ModelError, Recording, RecordingStatus
 from cj.phone import PhoneNumber
 from cj.proto import calljournal_pb2 as pb
-from cj_api.service import UploadHeader
 
 MAX_RAW_JSON = 1024 * 1024
 
@@ -181,15 +183,6 @@ def call_state_to_pb(state: CallState) -> pb.CallState:
             else pb.RECORDING_STATUS_NONE
         ),
         recording_sha256=state.recording_sha256 or "",
-    )
-
-
-def upload_header_from_pb(header: pb.UploadHeader) -> UploadHeader:
-    return UploadHeader(
-        call_uuid=parse_uuid(header.call_uuid, "header.call_uuid"),
-        file_name=header.file_name,
-        size=header.size,
-        sha256=header.sha256.lower(),
     )
 
 
