@@ -131,7 +131,8 @@ class NsqConnection:
         self._check_open()
         # Shielded: a send cancelled half-way would leave a partial command on the
         # wire and desynchronise the stream for every other user of the connection.
-        with trio.CancelScope(shield=True), trio.move_on_after(self._send_timeout_s) as timer:
+        deadline = trio.current_time() + self._send_timeout_s
+        with trio.CancelScope(shield=True, deadline=deadline) as timer:
             try:
                 await self._stream.send_all(command)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

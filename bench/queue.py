@@ -1,0 +1,175 @@
+"""Job-queue benchmark: encode jobs per second, published and consumed end to end.
+
+    .venv/bin/python bench/queue.py [--jobs N] [--consumers C] [--max-in-flight M]
+                                    [--publishers P] [--batch B]
+
+NSQ part: the Trio NSQ client (`cj.queue.nsq`) against the NSQ test peer from
+tests/queue/nsq_peer.py on 127.0.0.1, in one process — so the figures are the client's
+and the peer's Python costs together, an upper bound on what one core does with a
+real nsqd, not nsqd's throughput. Two rounds on a fresh peer each: PUB (P concurrent
+publishers sharing one pipelined connection) and MPUB (batches of B), each while C
+consumers ack everything (a few workers per consumer). Consumers are subscribed before
+publishing starts; a round ends when every job has been acked.
+
+PostgreSQL part: `bench_postgres()` — to be filled in with the PostgreSQL queue.
+
+The last line printed is one JSON object with the figures of both parts.
+"""
+# The imports below follow the sys.path fix-up they depend on (see there).
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and its name would then
+# shadow the standard library's `queue` (which trio and psycopg import): swap the
+# folder for the repository root before anything else is imported.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
+sys.path.insert(0, str(_BENCH.parent))
+
+import argparse
+import json
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import trio
+
+from cj.config import LoggingConfig, QueueConfig
+from cj.logs import configure_logging
+from cj.queue.base import EncodeJob
+from cj.queue.nsq import open_nsq_consumer, open_nsq_publisher
+from tests.queue.nsq_peer import NsqTestPeer
+
+WORKERS_PER_CONSUMER = 4
+
+
+async def nsq_round(
+    *, jobs: int, consumers: int, max_in_flight: int, publishers: int, batch: int | None
+) -> dict[str, float]:
+    """One publish+consume round on a fresh peer; `batch=None` means PUB, else MPUB."""
+    all_jobs = [EncodeJob(call_uuid=uuid.UUID(int=n)) for n in range(jobs)]
+    seen: set[uuid.UUID] = set()
+    deliveries = 0
+    everything_acked = trio.Event()
+
+    async def consume(name: str, cfg: QueueConfig, *, task_status: trio.TaskStatus[None]) -> None:
+        nonlocal deliveries
+        async with open_nsq_consumer(cfg, client_id=name) as consumer:
+            await consumer.wait_subscribed()
+            task_status.started()
+
+            async def work() -> None:
+                nonlocal deliveries
+                async for delivery in consumer:
+                    deliveries += 1
+                    seen.add(delivery.job.call_uuid)
+                    await delivery.ack()
+                    if len(seen) == jobs:
+                        everything_acked.set()
+
+            async with trio.open_nursery() as workers:
+                for _ in range(WORKERS_PER_CONSUMER):
+                    workers.start_soon(work)
+                await everything_acked.wait()
+                await consumer.stop_receiving()
+
+    async with trio.open_nursery() as nursery:
+        peer = NsqTestPeer()
+        await nursery.start(peer.serve)
+        cfg = QueueConfig(
+            kind="nsq",
+            nsqd_tcp_addresses=(peer.address,),
+            max_in_flight=max_in_flight,
+            heartbeat_interval_s=30,
+            lease_s=60,
+        )
+        async with trio.open_nursery() as consuming:
+            for n in range(consumers):
+                await consuming.start(consume, f"bench-{n}", cfg)
+            async with open_nsq_publisher(cfg) as publisher:
+
+                async def publish(share: list[EncodeJob]) -> None:
+                    if batch is None:
+                        for job in share:
+                            await publisher.publish(job)
+                    else:
+                        for i in range(0, len(share), batch):
+                            await publisher.publish_many(share[i : i + batch])
+
+                start = time.perf_counter()
+                async with trio.open_nursery() as publishing:
+                    for p in range(publishers):
+                        publishing.start_soon(publish, all_jobs[p::publishers])
+                published = time.perf_counter()
+                await everything_acked.wait()
+                acked = time.perf_counter()
+        nursery.cancel_scope.cancel()
+    return {
+        "publish_s": published - start,
+        "end_to_end_s": acked - start,
+        "publish_jobs_per_s": jobs / (published - start),
+        "end_to_end_jobs_per_s": jobs / (acked - start),
+        "redeliveries": deliveries - jobs,
+    }
+
+
+def bench_nsq(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "nsq_jobs": args.jobs,
+        "nsq_consumers": args.consumers,
+        "nsq_max_in_flight": args.max_in_flight,
+    }
+    for label, batch in (("pub", None), ("mpub", args.batch)):
+        round_ = partial(
+            nsq_round,
+            jobs=args.jobs,
+            consumers=args.consumers,
+            max_in_flight=args.max_in_flight,
+            publishers=args.publishers,
+            batch=batch,
+        )
+        result = trio.run(round_)
+        how = (
+            f"PUB, {args.publishers} concurrent publishers"
+            if batch is None
+            else f"MPUB batches of {batch}"
+        )
+        print(f"NSQ {label} ({how}), {args.jobs:,} jobs, {args.consumers} consumers:")
+        print(
+            f"    published in {result['publish_s']:.2f} s "
+            f"({result['publish_jobs_per_s']:,.0f} jobs/s); all acked in "
+            f"{result['end_to_end_s']:.2f} s ({result['end_to_end_jobs_per_s']:,.0f} jobs/s "
+            f"publish+consume); redeliveries {result['redeliveries']}"
+        )
+        figures[f"nsq_{label}_publish_jobs_per_s"] = round(result["publish_jobs_per_s"])
+        figures[f"nsq_{label}_end_to_end_jobs_per_s"] = round(result["end_to_end_jobs_per_s"])
+        figures[f"nsq_{label}_redeliveries"] = result["redeliveries"]
+    return figures
+
+
+def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
+    """PostgreSQL-queue figures. Stub: the lead adds this part; returns {} until then."""
+    return {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--publishers", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    configure_logging(LoggingConfig(level="warning"))
+    figures = bench_nsq(args)
+    figures.update(bench_postgres(args))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
