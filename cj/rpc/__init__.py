@@ -1,0 +1,42 @@
+"""`cj.rpc`: our thin layer over purerpc (gRPC on Trio).
+
+Server (cj_api):
+
+    servicer = MyServicer()           # subclass of cj.proto.calljournal_grpc.CallJournalServicer,
+                                      # each method decorated with @requires(Role.…)
+    await nursery.start(functools.partial(
+        serve_grpc, [servicer.service], host=cfg.host, port=cfg.grpc_port,
+        ssl_context=make_server_ssl_context(cert, key) if cert else None,
+        authenticator=Authenticator(settings.auth),
+        default_deadline_s=cfg.default_deadline_s, grace_period_s=cfg.grace_period_s,
+        shutdown_trigger=stop_event.wait))
+
+Handlers raise `cj.errors.ServiceError` for failures the client should see, and call
+`current_principal()` to know who is calling.
+
+Client (cj_agent, tests): `open_channel(...)` then `CallJournalClient(channel)` or the
+generic `Channel.unary_unary / stream_unary / unary_stream`; failures are `RpcError`
+(`RpcUnavailable` for connection problems).
+"""
+
+from cj.rpc.access import current_principal, requires
+from cj.rpc.client import Channel, RpcError, RpcUnavailable, open_channel
+from cj.rpc.journal import CHUNK_SIZE, CallJournalClient, file_chunks
+from cj.rpc.server import GrpcServer, serve_grpc
+from cj.rpc.tls import make_client_ssl_context, make_server_ssl_context
+
+__all__ = [
+    "CHUNK_SIZE",
+    "CallJournalClient",
+    "Channel",
+    "GrpcServer",
+    "RpcError",
+    "RpcUnavailable",
+    "current_principal",
+    "file_chunks",
+    "make_client_ssl_context",
+    "make_server_ssl_context",
+    "open_channel",
+    "requires",
+    "serve_grpc",
+]

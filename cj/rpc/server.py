@@ -1,0 +1,533 @@
+"""The gRPC server: purerpc's HTTP/2 machinery under our own listener and dispatcher.
+
+What it adds to purerpc's `Server`:
+
+- Our own listener bound to the configured host only (no SO_REUSEPORT, so two servers
+  cannot silently share a port), reported through `task_status`, and closed when
+  serving stops: after cancellation or shutdown the port refuses connections.
+- The client's `grpc-timeout` is enforced (DEADLINE_EXCEEDED); `default_deadline_s`
+  applies to calls that send none.
+- Errors: `ServiceError` → its status code and message (plus the trailers
+  `cj-error-code` and `cj-error-field`); purerpc's `RpcFailedError` passes through; any
+  other exception → INTERNAL "internal error (request id …)", with the traceback logged
+  under the same request id. Never purerpc's CANCELLED-with-a-repr.
+- Bearer-token auth from the `authorization` metadata, checked against the method's
+  `@requires` role before any request message is read (see `cj.rpc.access`).
+- A client's RST_STREAM (it gave up) cancels the handler.
+- Graceful shutdown: `GrpcServer.shutdown()` (or `serve_grpc(shutdown_trigger=...)`)
+  closes the listener, answers new calls on open connections with UNAVAILABLE, lets
+  in-flight calls finish for `grace_period_s`, then cancels them (their clients get
+  UNAVAILABLE "server is shutting down") and closes the connections.
+
+Each RPC runs in its own Trio task with structlog context `rpc` and `request_id`, so
+the handler's own log events carry them. A client may choose the request id by
+sending `x-request-id` (letters, digits, `._-`, at most 64); it comes back in the
+trailers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import secrets
+import ssl
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+import trio
+from anyio.streams.tls import TLSStream
+from google.protobuf.message import DecodeError, Message
+from purerpc import Cardinality
+from purerpc.grpclib.exceptions import RpcFailedError
+from purerpc.grpclib.status import Status, StatusCode
+
+from cj.auth import Authenticator, Principal, require
+from cj.errors import ErrorCode, ServiceError
+from cj.rpc._purerpc import ServerSocket
+from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
+from cj.rpc.timeouts import parse_grpc_timeout
+
+__all__ = ["GrpcServer", "serve_grpc"]
+
+log = structlog.get_logger(__name__)
+
+# After the grace period, cancelled calls get this long to flush their UNAVAILABLE.
+_ABORT_FLUSH_S = 1.0
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# accept() failures that mean "out of resources for now", not "listener is broken".
+_TRANSIENT_ACCEPT_ERRNOS = frozenset({23, 24, 12, 105})  # ENFILE EMFILE ENOMEM ENOBUFS
+
+
+@dataclass(frozen=True)
+class _Method:
+    path: str  # /package.Service/Method
+    handler: Callable[..., Any]  # purerpc's bound method (takes the message and `request`)
+    cardinality: Cardinality
+    request_type: type[Message]
+    response_type: type[Message]
+    role: Any  # Role, or NO_POLICY
+
+
+@dataclass(eq=False)
+class _Rpc:
+    """One call in flight."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    reset_by_client: bool = False
+    response_started: bool = False
+
+
+@dataclass(eq=False)
+class _Connection:
+    peer: str
+    rpcs: dict[int, _Rpc] = field(default_factory=dict)
+    scope: trio.CancelScope | None = None  # cancels the reader and every RPC
+
+    def reset(self, stream_id: int) -> None:
+        rpc = self.rpcs.get(stream_id)
+        if rpc is not None:
+            rpc.reset_by_client = True
+            rpc.scope.cancel()
+
+    def close(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class GrpcServer:
+    """Serves purerpc services (see module doc). One `serve()` per instance.
+
+    `services` are `purerpc.Service` objects, e.g. a generated servicer's `.service`.
+    With an `authenticator`, every method must carry `@requires(role)` (ValueError
+    otherwise); without one, calls are anonymous with every role (development only).
+    """
+
+    def __init__(
+        self,
+        services: Sequence[Any],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        authenticator: Authenticator | None = None,
+        default_deadline_s: float | None = None,
+        grace_period_s: float = 10.0,
+        handshake_timeout_s: float = 10.0,
+    ) -> None:
+        if default_deadline_s is not None and not default_deadline_s > 0:
+            raise ValueError(f"default_deadline_s must be > 0 or None, not {default_deadline_s}")
+        if not grace_period_s >= 0 or math.isinf(grace_period_s):
+            raise ValueError(f"grace_period_s must be finite and >= 0, not {grace_period_s}")
+        self._methods = _index_methods(services)
+        if authenticator is not None:
+            unguarded = sorted(m.path for m in self._methods.values() if m.role is NO_POLICY)
+            if unguarded:
+                raise ValueError(
+                    "methods without an access policy (decorate them with "
+                    f"cj.rpc.requires(role)): {', '.join(unguarded)}"
+                )
+        self._ssl_context = ssl_context
+        self._authenticator = authenticator
+        self._default_deadline_s = default_deadline_s
+        self._grace_period_s = grace_period_s
+        self._handshake_timeout_s = handshake_timeout_s
+        self._connections: set[_Connection] = set()
+        self._shutdown_requested = trio.Event()
+        self._draining = False
+        self._no_connections = trio.Event()
+        self._started = False
+        self.addresses: list[tuple[str, int]] = []
+        """The bound socket addresses (host, port), once serving."""
+
+    @property
+    def in_flight(self) -> int:
+        """Calls being handled now."""
+        return sum(len(connection.rpcs) for connection in self._connections)
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown (idempotent); `serve()` returns when it is done."""
+        self._shutdown_requested.set()
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on `host:port` and serve until cancelled or shut down.
+
+        Reports the bound port through `task_status` (useful with port 0). Cancelling
+        it stops at once: the listener and every connection are closed.
+        """
+        if self._started:
+            raise RuntimeError("GrpcServer.serve() can run only once per server")
+        self._started = True
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        try:
+            self.addresses = [
+                _host_port(sub.extra(anyio.abc.SocketAttribute.local_address))
+                for sub in listener.listeners
+            ]
+            bound_port = self.addresses[0][1]
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as acceptors:
+                    for sub in listener.listeners:
+                        acceptors.start_soon(self._accept, sub, connections)
+                    log.info("grpc server listening", addresses=self.addresses)
+                    task_status.started(bound_port)
+                    await self._shutdown_requested.wait()
+                    acceptors.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()  # from here on the port refuses connections
+                self._drain(connections)
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()  # idempotent
+            log.info("grpc server stopped", addresses=self.addresses)
+
+    # --- connections --------------------------------------------------------------------
+
+    async def _accept(self, listener: Any, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _TRANSIENT_ACCEPT_ERRNOS:
+                    raise
+                log.warning("grpc accept failed; pausing", error=repr(exc))
+                await trio.sleep(0.1)  # out of file descriptors or memory: let some go
+                continue
+            nursery.start_soon(self._serve_connection, stream)
+
+    def _drain(self, connections: trio.Nursery) -> None:
+        """Stop taking calls; give those in flight the grace period, then cancel them."""
+        self._draining = True
+        log.info(
+            "grpc server shutting down",
+            in_flight=self.in_flight,
+            grace_period_s=self._grace_period_s,
+        )
+        for connection in list(self._connections):
+            if not connection.rpcs:
+                connection.close()
+        if not self._connections:
+            self._no_connections.set()
+        # The last resort: whatever still runs after this is cancelled outright.
+        connections.cancel_scope.deadline = (
+            trio.current_time() + self._grace_period_s + _ABORT_FLUSH_S
+        )
+        connections.start_soon(self._abort_after_grace)
+
+    async def _abort_after_grace(self) -> None:
+        with trio.move_on_after(self._grace_period_s):
+            await self._no_connections.wait()
+            return
+        log.warning("grpc grace period over; cancelling calls", in_flight=self.in_flight)
+        for connection in list(self._connections):
+            connection.close()
+
+    async def _serve_connection(self, raw: anyio.abc.SocketStream) -> None:
+        peer = _peer_of(raw)
+        connection = _Connection(peer=peer)
+        self._connections.add(connection)
+        try:
+            async with raw:
+                stream: anyio.abc.ByteStream = raw
+                if self._ssl_context is not None:
+                    with trio.move_on_after(self._handshake_timeout_s):
+                        stream = await TLSStream.wrap(
+                            raw,
+                            server_side=True,
+                            ssl_context=self._ssl_context,
+                            standard_compatible=False,
+                        )
+                    if stream is raw:
+                        log.info("grpc tls handshake timed out", peer=peer)
+                        return
+                async with ServerSocket(stream) as sock:
+                    sock.on_reset = connection.reset
+                    async with trio.open_nursery() as rpcs:
+                        connection.scope = rpcs.cancel_scope
+                        if self._draining:  # shutdown began during the TLS handshake
+                            rpcs.cancel_scope.cancel()
+                        async for h2_stream in sock.listen():
+                            if self._draining:
+                                await _close_quietly(
+                                    sock,
+                                    h2_stream,
+                                    Status(StatusCode.UNAVAILABLE, "server is shutting down"),
+                                )
+                                continue
+                            rpc = _Rpc()
+                            connection.rpcs[h2_stream.stream_id] = rpc
+                            rpcs.start_soon(self._run_rpc, connection, sock, h2_stream, rpc)
+                        # EOF: the client is gone, so nobody is left to answer.
+                        rpcs.cancel_scope.cancel()
+        except Exception as exc:  # a broken or misbehaving peer ends only its connection
+            log.info("grpc connection failed", peer=peer, error=repr(exc))
+        finally:
+            self._connections.discard(connection)
+            if self._draining and not self._connections:
+                self._no_connections.set()
+
+    # --- one call -----------------------------------------------------------------------
+
+    async def _run_rpc(
+        self, connection: _Connection, sock: ServerSocket, stream: Any, rpc: _Rpc
+    ) -> None:
+        started = trio.current_time()
+        status = Status(StatusCode.OK)
+        trailers: list[tuple[str, str]] = []
+        try:
+            event = await stream.receive_event()  # purerpc queued the headers first
+            path = f"/{event.service_name}/{event.method_name}"
+            request_id = _request_id(event.custom_metadata)
+            trailers.append(("x-request-id", request_id))
+            structlog.contextvars.bind_contextvars(rpc=path, request_id=request_id)
+            with rpc.scope:
+                try:
+                    await self._dispatch(sock, stream, event, path, rpc)
+                except Exception as exc:
+                    status, extra = _status_for(exc, request_id)
+                    trailers.extend(extra)
+            if rpc.scope.cancelled_caught:
+                if rpc.reset_by_client:
+                    log.info("grpc call cancelled by the client")
+                    return
+                status = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            await _close_quietly(sock, stream, status, trailers)
+            log.log(
+                _level_of(status),
+                "grpc call",
+                code=status.status_code.name,
+                duration_ms=round((trio.current_time() - started) * 1000),
+            )
+        except trio.Cancelled:
+            # The connection is going away (shutdown past its grace period, or the
+            # client left). Queue a retryable status; it is sent if the socket lives.
+            if not rpc.reset_by_client:
+                await _close_quietly(
+                    sock, stream, Status(StatusCode.UNAVAILABLE, "server is shutting down")
+                )
+            raise
+        finally:
+            sock.finish(stream)
+            connection.rpcs.pop(stream.stream_id, None)
+            if self._draining and not connection.rpcs:
+                connection.close()
+
+    async def _dispatch(
+        self, sock: ServerSocket, stream: Any, event: Any, path: str, rpc: _Rpc
+    ) -> None:
+        method = self._methods.get(path)
+        if method is None:
+            raise ServiceError.unimplemented(f"method {path} is not implemented")
+        raw_timeout = sock.connection.raw_timeouts.pop(stream.stream_id, None)
+        timeout = self._default_deadline_s
+        if raw_timeout is not None:
+            try:
+                timeout = parse_grpc_timeout(raw_timeout)
+            except ValueError as exc:
+                raise ServiceError.invalid("grpc-timeout", str(exc)) from None
+        if timeout is not None:
+            rpc.scope.deadline = trio.current_time() + timeout
+        _set_principal(self._authorize(event.custom_metadata, method))
+
+        stream.expect_message_type(method.request_type)
+        handler = functools.partial(method.handler, request=event)
+        if method.cardinality is Cardinality.UNARY_UNARY:
+            reply = await handler(await _single_message(stream, method))
+            await _send(stream, rpc, method, reply)
+        elif method.cardinality is Cardinality.STREAM_UNARY:
+            async with aclosing(_messages(stream, method)) as messages:
+                reply = await handler(messages)
+            await _send(stream, rpc, method, reply)
+        elif method.cardinality is Cardinality.UNARY_STREAM:
+            message = await _single_message(stream, method)
+            async with aclosing(handler(message)) as replies:
+                async for reply in replies:
+                    await _send(stream, rpc, method, reply)
+        else:
+            async with (
+                aclosing(_messages(stream, method)) as messages,
+                aclosing(handler(messages)) as replies,
+            ):
+                async for reply in replies:
+                    await _send(stream, rpc, method, reply)
+
+    def _authorize(self, metadata: Sequence[tuple[str, Any]], method: _Method) -> Principal:
+        if self._authenticator is None:
+            return ANONYMOUS
+        values = [value for name, value in metadata if name == "authorization"]
+        if len(values) > 1:
+            raise ServiceError.unauthenticated(
+                "malformed authorization: send exactly one authorization header"
+            )
+        principal = self._authenticator.authenticate(values[0] if values else None)
+        require(principal, method.role)
+        return principal
+
+
+async def serve_grpc(
+    services: Sequence[Any],
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    authenticator: Authenticator | None = None,
+    default_deadline_s: float | None = None,
+    grace_period_s: float = 10.0,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `services` on `host:port` until cancelled, or until `shutdown_trigger`
+    returns and the graceful shutdown completes (as in hypercorn's `serve`).
+
+    `task_status.started` receives the bound port. To stop gRPC and REST together on
+    SIGTERM, set one `trio.Event` from a signal task and pass `event.wait` to both.
+    """
+    server = GrpcServer(
+        services,
+        ssl_context=ssl_context,
+        authenticator=authenticator,
+        default_deadline_s=default_deadline_s,
+        grace_period_s=grace_period_s,
+    )
+    async with trio.open_nursery() as nursery:
+
+        async def run(task_status: trio.TaskStatus[int]) -> None:
+            await server.serve(host, port, task_status=task_status)
+            nursery.cancel_scope.cancel()  # done: stop waiting for the trigger
+
+        bound_port: int = await nursery.start(run)
+        task_status.started(bound_port)
+        if shutdown_trigger is not None:
+            await shutdown_trigger()
+            server.shutdown()
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _index_methods(services: Sequence[Any]) -> dict[str, _Method]:
+    methods: dict[str, _Method] = {}
+    names: set[str] = set()
+    for service in services:
+        if service.name in names:
+            raise ValueError(f"service {service.name} is given twice")
+        names.add(service.name)
+        for name, bound in service.methods.items():
+            signature = bound.signature
+            path = f"/{service.name}/{name}"
+            methods[path] = _Method(
+                path=path,
+                handler=bound.method_fn,
+                cardinality=signature.cardinality,
+                request_type=signature.request_type,
+                response_type=signature.response_type,
+                role=required_role(bound.method_fn),
+            )
+    return methods
+
+
+async def _single_message(stream: Any, method: _Method) -> Message:
+    first = await _receive(stream, method)
+    if first is None:
+        raise ServiceError.invalid("request", "expected one request message, got none")
+    if await _receive(stream, method) is not None:
+        raise ServiceError.invalid("request", "expected one request message, got several")
+    return first
+
+
+async def _messages(stream: Any, method: _Method) -> AsyncGenerator[Message, None]:
+    while (message := await _receive(stream, method)) is not None:
+        yield message
+
+
+async def _receive(stream: Any, method: _Method) -> Message | None:
+    try:
+        message: Message | None = await stream.receive_message()
+    except DecodeError:
+        raise ServiceError.invalid(
+            "request", f"not a valid {method.request_type.DESCRIPTOR.full_name} message"
+        ) from None
+    return message
+
+
+async def _send(stream: Any, rpc: _Rpc, method: _Method, reply: object) -> None:
+    if not isinstance(reply, method.response_type):
+        raise TypeError(
+            f"{method.path} handler produced {type(reply).__name__}, "
+            f"expected {method.response_type.__name__}"
+        )
+    if not rpc.response_started:
+        rpc.response_started = True
+        await stream.start_response()
+    await stream.send_message(reply)
+
+
+async def _close_quietly(
+    sock: ServerSocket, stream: Any, status: Status, trailers: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Send the final status unless the stream is already closed or gone."""
+    try:
+        # purerpc's close() only queues frames and sets an event: no checkpoint, so it
+        # also works from a cancelled scope; the connection's writer sends them.
+        await stream.close(status, custom_metadata=tuple(trailers))
+    except Exception as exc:  # reset by the client, connection lost, already closed
+        log.debug("grpc status not sent", code=status.status_code.name, error=repr(exc))
+    sock.finish(stream)
+
+
+def _status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str, str]]]:
+    leaf = _single_leaf(exc)
+    if isinstance(leaf, ServiceError):
+        trailers = [("cj-error-code", leaf.code.value)]
+        if leaf.field:
+            trailers.append(("cj-error-field", leaf.field))
+        if leaf.code is ErrorCode.INTERNAL:
+            log.error("grpc call failed", error=str(leaf), exc_info=leaf)
+        return Status(leaf.code.grpc_status, leaf.describe()), trailers
+    if isinstance(leaf, RpcFailedError):
+        return leaf.status, []
+    log.error("grpc call failed with an unexpected error", exc_info=exc)
+    message = f"internal error (request id {request_id})"
+    return Status(StatusCode.INTERNAL, message), [("cj-error-code", ErrorCode.INTERNAL.value)]
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    """A handler's nursery wraps its error in an ExceptionGroup; look through one-item ones."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _level_of(status: Status) -> int:
+    # OK at debug (a line per call is too much at info); failures at info: the client's
+    # problem, or ours with its traceback already logged at error.
+    return logging.DEBUG if status.status_code is StatusCode.OK else logging.INFO
+
+
+def _request_id(metadata: Sequence[tuple[str, Any]]) -> str:
+    for name, value in metadata:
+        if name == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return secrets.token_hex(8)
+
+
+def _host_port(address: Any) -> tuple[str, int]:
+    return str(address[0]), int(address[1])
+
+
+def _peer_of(stream: anyio.abc.SocketStream) -> str:
+    try:
+        host, port = _host_port(stream.extra(anyio.abc.SocketAttribute.remote_address))
+    except (anyio.TypedAttributeLookupError, OSError, TypeError, IndexError):
+        return "unknown"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
