@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import struct
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -408,3 +410,35 @@ async def test_unreadable_message_is_finished_not_redelivered(
             await peer.wait_until(lambda: channel.finished == 2)
             assert channel.finished_ids[0] == garbage
             assert (channel.requeued, channel.depth) == (0, 0)
+
+
+async def test_answers_the_client_cannot_follow(autojump_clock: trio.testing.MockClock) -> None:
+    """A server that wants AUTH, and one that sends garbage after IDENTIFY."""
+    auth_json = b'{"auth_required": true}'
+    answers = {
+        "auth": struct.pack(">ll", len(auth_json) + 4, 0) + auth_json,
+        "garbage": struct.pack(">ll", 6, 9) + b"??",  # frame type 9 does not exist
+    }
+
+    async def fake_nsqd(kind: str, stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)  # magic + IDENTIFY
+            await stream.send_all(answers[kind])
+            await stream.receive_some(65536)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            ports = {}
+            for kind in answers:
+                handler = partial(fake_nsqd, kind)
+                listeners = await nursery.start(trio.serve_tcp, handler, 0)
+                ports[kind] = listeners[0].socket.getsockname()[1]
+            auth = config(f"127.0.0.1:{ports['auth']}")
+            async with open_nsq_publisher(auth) as publisher:
+                with pytest.raises(NsqConfigError, match="requires AUTH"):
+                    await publisher.publish(job(1))
+            garbage = config(f"127.0.0.1:{ports['garbage']}")
+            async with open_nsq_publisher(garbage, give_up_after_s=5) as publisher:
+                with pytest.raises(QueueUnavailable, match="unknown NSQ frame type 9"):
+                    await publisher.publish(job(1))
+            nursery.cancel_scope.cancel()

@@ -39,7 +39,7 @@ from cj.queue.base import BadJob, ConsumerStopped, Delivery, EncodeJob, JobConsu
 from cj.queue.nsq import lookupd, wire
 from cj.queue.nsq._nursery import background_nursery
 from cj.queue.nsq.connection import NsqConnection, serve_connection, to_ms
-from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqError
+from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqError, NsqProtocolError
 from cj.queue.nsq.policy import Backoff, distribute_rdy, jittered
 from cj.queue.nsq.publisher import USER_AGENT, check_heartbeat
 
@@ -100,9 +100,8 @@ class _Link:
 class _Producer:
     """The consumer's bookkeeping for one nsqd address."""
 
-    def __init__(self, address: str, *, static: bool) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.static = static
         self.retired = False
         self.link: _Link | None = None
         self.scope = trio.CancelScope()
@@ -316,13 +315,13 @@ class NsqConsumer(JobConsumer):
                 assert link.connection is not None
                 await self._set_rdy(link, min(count, link.connection.negotiated.max_rdy_count))
 
-    def _want(self, address: str, *, static: bool) -> None:
+    def _want(self, address: str) -> None:
         producer = self._producers.get(address)
         if producer is not None:
             producer.retired = False
             return
         assert self._nursery is not None
-        producer = self._producers[address] = _Producer(address, static=static)
+        producer = self._producers[address] = _Producer(address)
         self._running += 1
         self._nursery.start_soon(self._maintain, producer)
 
@@ -421,7 +420,7 @@ class NsqConsumer(JobConsumer):
             )
         answer = await connection.request(wire.subscribe(self.topic, self.channel))
         if answer != wire.OK:
-            raise NsqError("E_UNEXPECTED", f"SUB answered {answer[:80]!r}", address=link.address)
+            raise NsqProtocolError(f"nsqd at {link.address} answered SUB with {answer[:80]!r}")
         log.info(
             "nsq_subscribed",
             address=link.address,
@@ -459,7 +458,7 @@ class NsqConsumer(JobConsumer):
                     found = await lookupd.discover(client, self._lookupds, self.topic)
                     if found is not None and not self._stopping:
                         for address in sorted(found):
-                            self._want(address, static=False)
+                            self._want(address)
                         for producer in list(self._producers.values()):
                             if producer.address not in found and not producer.retired:
                                 log.info("nsq_producer_vanished", address=producer.address)
@@ -470,7 +469,7 @@ class NsqConsumer(JobConsumer):
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         for address in self._static:
-            self._want(address, static=True)
+            self._want(address)
         if self._lookupds:
             nursery.start_soon(self._poll_lookupd)
 

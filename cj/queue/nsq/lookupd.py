@@ -45,7 +45,7 @@ def parse_lookup_response(status: int, body: bytes) -> set[str]:
         doc: Any = json.loads(body) if body else None
     except ValueError:
         raise LookupdError(f"nsqlookupd answered {status} with non-JSON {body[:80]!r}") from None
-    if _topic_not_found(status, doc):
+    if _topic_not_found(doc):
         return set()
     if status != 200 or not isinstance(doc, dict):
         raise LookupdError(f"nsqlookupd answered {status}: {body[:120]!r}")
@@ -69,7 +69,7 @@ def parse_lookup_response(status: int, body: bytes) -> set[str]:
     return addresses
 
 
-def _topic_not_found(status: int, doc: Any) -> bool:
+def _topic_not_found(doc: Any) -> bool:
     if not isinstance(doc, dict):
         return False
     return "TOPIC_NOT_FOUND" in (doc.get("message"), doc.get("status_txt"))
