@@ -349,7 +349,9 @@ async def test_two_consumers_one_killed_midway_lose_nothing(
     assert set(processed) == expected
     channel = peer.channel(TOPIC, CHANNEL)
     assert channel.timed_out > 0  # the killed consumer's messages came back
-    assert channel.finished == len(processed)
+    # Every message FINished at least once; a FIN still in the killed consumer's socket
+    # may be lost with it, and that message then processed (and FINished) again.
+    assert total <= channel.finished <= len(processed)
 
 
 async def test_bad_names_and_settings_are_clear_errors() -> None:
