@@ -315,9 +315,13 @@ class FilesystemStorage(Storage):
         try:
             yield
         except OSError as exc:
-            raise self._translate(exc, op, key, absent_ok=absent_ok) from exc
+            raise self.translate_error(exc, op, key, absent_ok=absent_ok) from exc
 
-    def _translate(self, exc: OSError, op: str, key: str, *, absent_ok: bool) -> StorageError:
+    def translate_error(self, exc: OSError, op: str, key: str, *, absent_ok: bool) -> StorageError:
+        """The StorageError for an OSError met while doing `op` on `key`.
+
+        `absent_ok`: a missing file is not an object that is not found (writes, deletes).
+        """
         what = f"storage {self.name!r}: cannot {op} {key!r}: {exc.strerror or exc}"
         code = exc.errno
         if code in _FULL:

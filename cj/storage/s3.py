@@ -32,7 +32,7 @@ import boto3
 import structlog
 import trio
 from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -43,6 +43,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from s3transfer.exceptions import CancelledError as S3TransferCancelled
 
 from cj.config import S3StorageConfig
 from cj.storage._local import CHUNK_BYTES, EmptyChunks, ThreadChunks, hash_file, write_local_file
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from s3transfer.futures import TransferFuture
 
 log = structlog.get_logger(__name__)
 
@@ -102,10 +104,6 @@ _TRANSIENT_CODES = frozenset(
         "RequestLimitExceeded",
     }
 )
-
-
-class _Interrupted(Exception):
-    """Raised inside boto3's transfer callback to stop an upload whose task was cancelled."""
 
 
 def make_client(config: S3StorageConfig) -> S3Client:
@@ -164,10 +162,16 @@ class S3Storage(Storage):
         self.prefix = _normalise_prefix(name, config.prefix)
         self._client = client if client is not None else make_client(config)
         self._limiter = trio.CapacityLimiter(config.max_concurrency)
-        self._transfer = TransferConfig(
-            multipart_threshold=config.multipart_threshold_bytes,
-            multipart_chunksize=config.multipart_chunk_bytes,
-            max_concurrency=min(config.max_concurrency, 4),
+        # One transfer manager per storage: its thread pool bounds the parts in flight
+        # across all concurrent put_file calls.
+        self._transfers = create_transfer_manager(
+            self._client,
+            TransferConfig(
+                multipart_threshold=config.multipart_threshold_bytes,
+                multipart_chunksize=config.multipart_chunk_bytes,
+                max_concurrency=config.max_concurrency,
+                preferred_transfer_client="classic",  # never the optional CRT client
+            ),
         )
         self._bucket_seen = False  # a HEAD 404 is ambiguous until the bucket is known
 
@@ -228,22 +232,33 @@ class S3Storage(Storage):
     async def put_file(self, key: str, path: Path) -> ObjectInfo:
         s3_key = self.object_key(key)
         size, digest = await hash_file(path, self._limiter)
+        transfer = _CancellableTransfer()
 
-        def upload(interrupted: threading.Event) -> None:
-            def progress(_: int) -> None:
-                if interrupted.is_set():
-                    raise _Interrupted
-
-            self._client.upload_file(
-                str(path),
-                self.bucket,
-                s3_key,
-                ExtraArgs={"Metadata": {META_SHA256: digest}},
-                Config=self._transfer,
-                Callback=progress,
+        def upload() -> None:
+            # What `client.upload_file` does, minus its wrapping of errors into a string,
+            # and with a future we can cancel: the file is streamed from disk in parts.
+            future = self._transfers.upload(
+                str(path), self.bucket, s3_key, extra_args={"Metadata": {META_SHA256: digest}}
             )
+            transfer.attach(future)
+            future.result()
 
-        await self._interruptible("upload", key, upload)
+        async with trio.open_nursery() as nursery:
+            # If we are cancelled, cancel the transfer: s3transfer then stops reading,
+            # aborts the multipart upload and returns. We wait for that (bounded by the
+            # S3 timeouts) so no thread outlives the call.
+            nursery.start_soon(_cancel_on_cancellation, transfer)
+            try:
+                await trio.to_thread.run_sync(upload, limiter=self._limiter)
+            except Exception as exc:  # re-raised below, outside the nursery's group
+                failure: Exception | None = exc
+            else:
+                failure = None
+            nursery.cancel_scope.cancel()
+        # Only reached when not cancelled (otherwise the nursery raised Cancelled).
+        if failure is not None:
+            with self._errors("upload", key):
+                raise failure
         return ObjectInfo(key=key, size=size, sha256=digest)
 
     # --- reading ----------------------------------------------------------------------
@@ -319,8 +334,12 @@ class S3Storage(Storage):
         )
 
     async def aclose(self) -> None:
+        def close() -> None:
+            self._transfers.shutdown()
+            self._client.close()
+
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._client.close)
+            await trio.to_thread.run_sync(close)
 
     # --- internals --------------------------------------------------------------------
 
@@ -360,44 +379,16 @@ class S3Storage(Storage):
                 functools.partial(fn, **kwargs), limiter=self._limiter, abandon_on_cancel=abandon
             )
 
-    async def _interruptible(
-        self, op: str, key: str, fn: Callable[[threading.Event], None]
-    ) -> None:
-        """Run `fn(interrupted)` in a worker thread; set `interrupted` if we are cancelled.
-
-        boto3's transfer manager cannot be cancelled from outside, but it calls our
-        progress callback often; raising there makes it abort the (multipart) upload.
-        """
-        interrupted = threading.Event()
-        failure: Exception | None = None
-
-        async def watch_for_cancellation() -> None:
-            try:
-                await trio.sleep_forever()
-            finally:
-                interrupted.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_for_cancellation)
-            try:
-                await trio.to_thread.run_sync(fn, interrupted, limiter=self._limiter)
-            except Exception as exc:  # re-raised below, outside the nursery's group
-                failure = exc
-            nursery.cancel_scope.cancel()
-        # Reached only if we were not cancelled (else the nursery raised Cancelled).
-        if failure is not None:
-            with self._errors(op, key):
-                raise failure
-
     @contextmanager
     def _errors(self, op: str, key: str) -> Iterator[None]:
         """Translate boto3/botocore errors into the StorageError family, once."""
         try:
             yield
-        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-            raise self._translate(exc, op, key) from exc
+        except (ClientError, BotoCoreError, S3UploadFailedError, S3TransferCancelled) as exc:
+            raise self.translate_error(exc, op, key) from exc
 
-    def _translate(self, exc: Exception, op: str, key: str) -> StorageError:
+    def translate_error(self, exc: Exception, op: str, key: str) -> StorageError:
+        """The StorageError for a boto3/botocore exception raised while doing `op` on `key`."""
         where = f"storage {self.name!r}: cannot {op} {key!r} (bucket {self.bucket!r})"
         if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
             exc = exc.__context__  # boto3 flattens the ClientError into a message
@@ -423,6 +414,8 @@ class S3Storage(Storage):
             return StorageError(what)
         if isinstance(exc, HTTPClientError | BotoConnectionError | IncompleteReadError):
             return StorageUnavailable(f"{where}: {exc}")
+        if isinstance(exc, S3TransferCancelled):
+            return StorageError(f"{where}: transfer cancelled ({exc})")
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return StorageDenied(f"{where}: no usable S3 credentials ({exc})")
         return StorageError(f"{where}: {exc}")
@@ -613,6 +606,34 @@ class _S3Upload(Upload):
                 key=self._key,
                 upload_id=upload_id,
             )
+
+
+class _CancellableTransfer:
+    """A transfer future that may be cancelled before or after it exists (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._future: TransferFuture | None = None
+        self._cancelled = False
+
+    def attach(self, future: TransferFuture) -> None:
+        with self._lock:
+            self._future = future
+            if self._cancelled:
+                future.cancel()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self._future is not None:
+                self._future.cancel()
+
+
+async def _cancel_on_cancellation(transfer: _CancellableTransfer) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        transfer.cancel()  # also after success: cancelling a finished transfer is a no-op
 
 
 class _Sha256:
