@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 pytest_plugins = [
     # Each module provides session fixtures for one real dependency.
     "tests.fixtures.postgres",
+    "tests.fixtures.api",
     "tests.fixtures.seaweed",
 ]
 

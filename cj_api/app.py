@@ -1,0 +1,136 @@
+"""cj_api: gRPC and REST in one Trio process, sharing one pool, the storages and the queue."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from cj.auth import Authenticator
+from cj.config import ApiSettings
+from cj.db import open_database
+from cj.queue import open_publisher
+from cj.rpc import make_server_ssl_context, serve_grpc
+from cj.storage import open_storages
+from cj_api.grpc_service import CallJournalGrpc
+from cj_api.metrics import ApiMetrics
+from cj_api.rest import create_rest_app
+from cj_api.rest_server import serve_rest
+from cj_api.service import CallJournalService
+
+log = structlog.get_logger(__name__)
+
+
+class ApiConfigurationError(RuntimeError):
+    """The API refuses to start with this configuration."""
+
+
+@dataclass(frozen=True)
+class ApiEndpoints:
+    """Where a started API listens (the real ports when 0 was configured)."""
+
+    host: str
+    grpc_port: int
+    rest_port: int
+    tls: bool
+
+    @property
+    def rest_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{_url_host(self.host)}:{self.rest_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{_url_host(self.host)}:{self.grpc_port}"
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(
+    settings: ApiSettings,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[ApiEndpoints] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve gRPC and REST until cancelled, or until `shutdown` is set.
+
+    On shutdown both listeners close at once; requests in flight get
+    `api.grace_period_s` to finish, then the process-wide resources close.
+    """
+    config = settings.api
+    if not settings.auth.tokens:
+        raise ApiConfigurationError(
+            "auth.tokens is empty: configure at least one token (role agent for PBX agents, "
+            "reader for clients); see README 'Configuration'"
+        )
+    ssl_context = _ssl_context(settings)
+    client_id = f"cj-api-{socket.gethostname()}-{os.getpid()}"
+    async with (
+        open_database(settings.database, wait=False, name="cj-api") as db,
+        open_storages(settings.storage) as storages,
+        open_publisher(settings.queue, db, client_id=client_id) as publisher,
+    ):
+        metrics = ApiMetrics()
+        service = CallJournalService(
+            db=db, storages=storages, publisher=publisher, config=config, metrics=metrics
+        )
+        authenticator = Authenticator(settings.auth)
+        rest_app = create_rest_app(
+            service, authenticator, metrics, max_recording_bytes=config.max_recording_bytes
+        )
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            grpc_port: int = await nursery.start(
+                functools.partial(
+                    serve_grpc,
+                    [CallJournalGrpc(service, metrics).service],
+                    host=config.host,
+                    port=config.grpc_port,
+                    ssl_context=ssl_context,
+                    authenticator=authenticator,
+                    default_deadline_s=config.default_deadline_s,
+                    grace_period_s=config.grace_period_s,
+                    shutdown_trigger=stop.wait,
+                )
+            )
+            rest_port: int = await nursery.start(
+                functools.partial(
+                    serve_rest,
+                    rest_app,
+                    host=config.host,
+                    port=config.rest_port,
+                    tls_cert_file=config.tls_cert_file,
+                    tls_key_file=config.tls_key_file,
+                    grace_period_s=config.grace_period_s,
+                    shutdown_trigger=stop.wait,
+                )
+            )
+            endpoints = ApiEndpoints(config.host, grpc_port, rest_port, ssl_context is not None)
+            log.info(
+                "api_started",
+                grpc=endpoints.grpc_address,
+                rest=endpoints.rest_url,
+                queue=settings.queue.kind,
+                temporary=storages.temporary.name,
+            )
+            task_status.started(endpoints)
+            if shutdown is None:
+                await trio.sleep_forever()
+            await shutdown.wait()
+            log.info("api_stopping", grace_period_s=config.grace_period_s)
+            stop.set()  # both servers drain and return
+
+
+def _ssl_context(settings: ApiSettings) -> ssl.SSLContext | None:
+    config = settings.api
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    return make_server_ssl_context(config.tls_cert_file, config.tls_key_file)
