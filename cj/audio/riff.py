@@ -16,10 +16,31 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_MS_ADPCM = 0x0002
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_ALAW = 0x0006
 WAVE_FORMAT_MULAW = 0x0007
+WAVE_FORMAT_IMA_ADPCM = 0x0011
+WAVE_FORMAT_GSM610 = 0x0031
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# Block codecs whose fmt chunk carries wSamplesPerBlock and whose block layout we know.
+BLOCK_CODECS = frozenset({WAVE_FORMAT_MS_ADPCM, WAVE_FORMAT_IMA_ADPCM, WAVE_FORMAT_GSM610})
+# What libsndfile 1.2 decodes inside a RIFF/WAVE file (G.721 ADPCM and MPEG Layer III
+# besides the above); anything else is reported as an unsupported codec.
+LIBSNDFILE_WAV_CODECS = frozenset(
+    {
+        WAVE_FORMAT_PCM,
+        WAVE_FORMAT_MS_ADPCM,
+        WAVE_FORMAT_IEEE_FLOAT,
+        WAVE_FORMAT_ALAW,
+        WAVE_FORMAT_MULAW,
+        WAVE_FORMAT_IMA_ADPCM,
+        WAVE_FORMAT_GSM610,
+        0x0040,  # G.721 ADPCM
+        0x0055,  # MPEG Layer III
+        WAVE_FORMAT_EXTENSIBLE,
+    }
+)
 
 # A pathological file must not keep us walking chunks forever.
 MAX_CHUNKS = 10_000
@@ -39,8 +60,30 @@ class WavFormat:
 
     @property
     def compressed(self) -> bool:
-        """True for block codecs (ADPCM, GSM …) whose last block may be padded."""
-        return self.samples_per_block > 1
+        """True for the block codecs (IMA/MS ADPCM, GSM 6.10) whose blocks we understand."""
+        return (
+            self.format_tag in BLOCK_CODECS
+            and self.samples_per_block > 1
+            and (self.block_align > 0)
+        )
+
+    def partial_block_samples(self, nbytes: int) -> int:
+        """Samples a decoder can take from the first `nbytes` bytes of one block.
+
+        The last block of a truncated or unfinalised file is usually cut short; its
+        first samples are intact (the layouts are those of the codecs' WAV mappings).
+        """
+        ch = max(1, self.channels)
+        if self.format_tag == WAVE_FORMAT_IMA_ADPCM:
+            # Per channel: a 4-byte header holding one sample, then 4-byte words of 8.
+            return 0 if nbytes < 4 * ch else 1 + (nbytes - 4 * ch) // (4 * ch) * 8
+        if self.format_tag == WAVE_FORMAT_MS_ADPCM:
+            # Per channel: a 7-byte header holding two samples, then a nibble per sample.
+            return 0 if nbytes < 7 * ch else 2 + (nbytes - 7 * ch) * 2 // ch
+        if self.format_tag == WAVE_FORMAT_GSM610:
+            # Two 160-sample frames in 65 bytes; the first fits in the first 33.
+            return 160 if nbytes >= 33 else 0
+        return 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +105,12 @@ class WavLayout:
             self.data_offset is not None
             and self.data_declared is not None
             and self.data_declared < self.data_present
+        )
+
+    @property
+    def data_ends_at_eof(self) -> bool:
+        return self.data_offset is not None and self.data_offset + self.data_present == (
+            self.file_size
         )
 
     @property
@@ -88,8 +137,8 @@ def _parse_fmt(body: bytes) -> WavFormat | None:
         cb_size, value = struct.unpack_from("<HH", body, 16)
         if tag == WAVE_FORMAT_EXTENSIBLE and cb_size >= 22 and len(body) >= 26:
             tag = struct.unpack_from("<H", body, 24)[0]  # first two bytes of the GUID
-        elif cb_size >= 2 and value > 1:
-            samples_per_block = value  # IMA/MS ADPCM, GSM 6.10: wSamplesPerBlock
+        elif tag in BLOCK_CODECS and cb_size >= 2 and value > 1:
+            samples_per_block = value  # wSamplesPerBlock
     return WavFormat(tag, channels, rate, block_align, bits, samples_per_block)
 
 
@@ -118,6 +167,31 @@ def _chunks_to_eof(f: BinaryIO, pos: int, file_size: int) -> bool:
             return False
         pos = end + (size & 1)
     return False
+
+
+def _zeros_to_eof(f: BinaryIO, pos: int, file_size: int) -> bool:
+    f.seek(pos)
+    while pos < file_size:
+        chunk = f.read(min(file_size - pos, 1 << 16))
+        if not chunk or chunk.count(0) != len(chunk):
+            return False
+        pos += len(chunk)
+    return True
+
+
+def _explained_tail(f: BinaryIO, pos: int, file_size: int) -> bool:
+    """True if what follows the declared data is not audio the header forgot.
+
+    More chunks (LIST, id3 …), an ID3v1 tag, or zero bytes (a file system's
+    preallocation after a crash) are left alone, as other decoders do. Anything else
+    is taken for audio written after the header was last updated.
+    """
+    if _chunks_to_eof(f, pos, file_size):
+        return True
+    f.seek(pos)
+    if file_size - pos == 128 and f.read(3) == b"TAG":
+        return True
+    return _zeros_to_eof(f, pos, file_size)
 
 
 def scan_wav(f: BinaryIO) -> WavLayout | None:
@@ -155,7 +229,7 @@ def scan_wav(f: BinaryIO) -> WavLayout | None:
                     f"file is truncated: the data chunk declares {size} bytes, "
                     f"{present} are present"
                 )
-            elif size < present and not _chunks_to_eof(f, body_at + size + (size & 1), file_size):
+            elif size < present and not _explained_tail(f, body_at + size + (size & 1), file_size):
                 problems.append(
                     f"the data chunk declares {size} bytes but {present} bytes of audio "
                     "follow (header never finalised); read them to the end of the file"
@@ -180,18 +254,20 @@ def scan_wav(f: BinaryIO) -> WavLayout | None:
 
 
 class PatchedFile(io.RawIOBase):
-    """A read-only view of `raw` with some byte ranges replaced.
+    """A read-only view of `raw` with some byte ranges replaced, and zeros past its end.
 
-    Used to hand libsndfile a WAV whose RIFF and data sizes are corrected without
-    copying or modifying the original (which must be kept untouched if encoding fails).
+    Hands libsndfile a WAV whose RIFF and data sizes are corrected (and whose cut-short
+    last codec block is completed with zeros, so that it is decoded at all) without
+    copying or modifying the original, which must stay untouched if encoding fails.
     """
 
-    def __init__(self, raw: BinaryIO, patches: dict[int, bytes]) -> None:
+    def __init__(self, raw: BinaryIO, patches: dict[int, bytes], size: int | None = None) -> None:
         super().__init__()
         self._raw = raw
         self._patches = sorted(patches.items())
         raw.seek(0, io.SEEK_END)
-        self._size = raw.tell()
+        self._raw_size = raw.tell()
+        self._size = max(self._raw_size, size or 0)
         self._pos = 0
 
     def readable(self) -> bool:
@@ -210,11 +286,16 @@ class PatchedFile(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
-        self._raw.seek(self._pos)
-        n = self._raw.readinto(view)  # type: ignore[attr-defined]
-        if not n:
-            return 0
-        start, end = self._pos, self._pos + n
+        start = self._pos
+        want = max(0, min(len(view), self._size - start))
+        n = 0
+        if start < self._raw_size:
+            self._raw.seek(start)
+            n = self._raw.readinto(view[: min(want, self._raw_size - start)]) or 0  # type: ignore[attr-defined]
+        if n < want and start + n >= self._raw_size:
+            view[n:want] = bytes(want - n)  # the zeros past the end of the file
+            n = want
+        end = start + n
         for offset, data in self._patches:
             lo, hi = max(start, offset), min(end, offset + len(data))
             if lo < hi:
@@ -223,11 +304,16 @@ class PatchedFile(io.RawIOBase):
         return int(n)
 
 
-def size_patches(layout: WavLayout) -> dict[int, bytes]:
-    """The RIFF and data size fields that make `layout`'s header match its contents."""
+def size_patches(layout: WavLayout, data_size: int | None = None) -> dict[int, bytes]:
+    """The RIFF and data size fields for `layout` with `data_size` bytes of audio.
+
+    `data_size` defaults to the audio present, cut to whole blocks.
+    """
     if layout.data_offset is None or layout.fmt is None:
         raise ValueError("no data chunk to patch")
-    align = max(1, layout.fmt.block_align)
-    data_size = min(layout.data_present // align * align, 0xFFFFFFFE)
+    if data_size is None:
+        align = max(1, layout.fmt.block_align)
+        data_size = layout.data_present // align * align
+    data_size = min(data_size, 0xFFFFFFFE)
     riff_size = min(layout.data_offset + data_size - 8, 0xFFFFFFFE)
     return {4: struct.pack("<I", riff_size), layout.data_offset - 4: struct.pack("<I", data_size)}

@@ -28,7 +28,13 @@ import numpy.typing as npt
 import soundfile as sf
 
 from cj.audio.errors import UndecodableAudio
-from cj.audio.riff import PatchedFile, WavLayout, scan_wav, size_patches
+from cj.audio.riff import (
+    LIBSNDFILE_WAV_CODECS,
+    PatchedFile,
+    WavLayout,
+    scan_wav,
+    size_patches,
+)
 
 DEFAULT_BLOCK_FRAMES = 65536
 _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
@@ -165,18 +171,23 @@ def open_audio(path: Path) -> Iterator[WavReader]:
         layout = scan_wav(raw)
         problems = layout.problems if layout else ()
         source: str | BinaryIO = str(path)
-        if layout is not None and layout.needs_patch and layout.fmt is not None:
-            source = PatchedFile(raw, size_patches(layout))  # type: ignore[assignment]
+        view = _patched_view(layout) if layout is not None else None
+        if view is not None:
+            source = PatchedFile(raw, *view)  # type: ignore[assignment]
         try:
             sound = sf.SoundFile(source)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             details = problems
             if layout is not None and layout.fmt is not None:
                 # libsndfile calls an unknown codec a "malformed fmt chunk": name it.
-                details = (f"WAV codec tag 0x{layout.fmt.format_tag:04X}", *problems)
+                tag = layout.fmt.format_tag
+                codec = f"WAV format tag 0x{tag:04X}"
+                if tag not in LIBSNDFILE_WAV_CODECS:
+                    codec += ": a codec libsndfile does not decode"
+                details = (codec, *problems)
             raise _undecodable(path, str(exc), details) from exc
         with sound:
-            frames = _fact_frames(layout, int(sound.frames))
+            frames = _expected_frames(layout, int(sound.frames))
             if frames <= 0:
                 raise _undecodable(path, "the file contains no audio frames", problems)
             info = AudioInfo(
@@ -192,25 +203,52 @@ def open_audio(path: Path) -> Iterator[WavReader]:
             yield WavReader(sound, info)
 
 
-def _fact_frames(layout: WavLayout | None, frames: int) -> int:
-    """`frames`, or the fact chunk's sample count where it cuts a padded last codec block.
+def _patched_view(layout: WavLayout) -> tuple[dict[int, bytes], int] | None:
+    """Patches and size of the view libsndfile must read instead of the file, if any.
 
-    Block codecs (ADPCM, GSM) decode whole blocks; the fact chunk says how many samples
-    are real. It is believed only when it falls inside the last block of the data
-    chunk, so a fact left at 0 by a crashed recorder, a stale one, or the halved count
-    libsndfile itself writes for stereo IMA ADPCM, is ignored. (libsndfile also decodes
-    a phantom extra GSM block when the data chunk has an odd size; a fact cuts it too.)
+    Needed when the data chunk's size field undercounts the audio (an unfinalised
+    header), and when the file ends inside a codec block: libsndfile skips a partial
+    MS ADPCM block entirely, so the block is completed with zeros (the samples decoded
+    from those are cut again by `_expected_frames`).
     """
-    if layout is None or layout.fmt is None or layout.fact_samples is None:
+    fmt = layout.fmt
+    if fmt is None or layout.data_offset is None:
+        return None
+    align = max(1, fmt.block_align)
+    full, rest = divmod(layout.data_present, align)
+    data_size = full * align
+    extra = 0
+    if fmt.compressed and rest and layout.data_ends_at_eof and fmt.partial_block_samples(rest):
+        data_size += align
+        extra = align - rest
+    if not layout.needs_patch and not extra:
+        return None
+    return size_patches(layout, data_size), layout.file_size + extra
+
+
+def _expected_frames(layout: WavLayout | None, frames: int) -> int:
+    """How many of libsndfile's `frames` are real audio, for block codecs.
+
+    Block codecs (IMA/MS ADPCM, GSM 6.10) decode whole blocks: the last one is padded
+    by the encoder, and libsndfile even decodes a phantom extra GSM block when the data
+    chunk has an odd size. The fact chunk says how many samples are real; it is believed
+    when it falls inside the last block of the data present, so a fact left at 0 by a
+    crashed recorder, one that counts a longer (truncated) file, or the halved count
+    libsndfile itself writes for stereo IMA ADPCM, is ignored. Without a usable fact the
+    count is what the data's blocks hold, a cut-short last block included.
+    """
+    if layout is None or layout.fmt is None or not layout.fmt.compressed:
         return frames
     fmt = layout.fmt
-    if not fmt.compressed or fmt.block_align <= 0 or layout.needs_patch or layout.truncated:
+    full, rest = divmod(layout.data_present, fmt.block_align)
+    limit = full * fmt.samples_per_block + fmt.partial_block_samples(rest)
+    if limit <= 0:
         return frames
-    blocks = layout.data_present // fmt.block_align
+    last_block_start = (limit - 1) // fmt.samples_per_block * fmt.samples_per_block
     fact = layout.fact_samples
-    if (blocks - 1) * fmt.samples_per_block < fact <= min(frames, blocks * fmt.samples_per_block):
-        return fact
-    return frames
+    if fact is not None and last_block_start < fact <= limit:
+        return min(fact, frames)
+    return min(limit, frames)
 
 
 def probe_wav(path: Path) -> AudioInfo:

@@ -181,21 +181,73 @@ def truncate(path: Path, keep: float) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
-@pytest.mark.parametrize("subtype", ["PCM_16", "ULAW", "GSM610", "IMA_ADPCM", "MS_ADPCM"])
-def test_truncated_file_encodes_the_frames_present(tmp_path: Path, subtype: str) -> None:
+@pytest.mark.parametrize("subtype", ["PCM_16", "ULAW", "FLOAT", "GSM610", "IMA_ADPCM", "MS_ADPCM"])
+@pytest.mark.parametrize("keep", [0.6, 0.37])
+def test_truncated_file_encodes_the_frames_present(
+    tmp_path: Path, subtype: str, keep: float
+) -> None:
     src = write_wav(tmp_path / "in.wav", chirp(8000, 2.0), 8000, subtype)
-    truncate(src, 0.6)
-    present = probe_wav(src).frames
-    assert 0.5 * 16000 < present < 0.7 * 16000
+    truncate(src, keep)
+    # ffmpeg decodes what a truncated WAV holds, a cut-short last codec block included.
+    present = decode_ffmpeg(src).frames
+    assert keep * 0.8 * 16000 < present < keep * 16500
 
     result = encode_wav_to_mp3(src, tmp_path / "out.mp3")
 
     assert result.recovered
     assert any("truncated" in w for w in result.warnings)
+    assert abs(result.frames - present) * 1000 / 8000 <= TOLERANCE_MS
     decoded = decode_libsndfile(tmp_path / "out.mp3")
     assert decoded.channels == 2
     assert abs(decoded.frames - present) * 1000 / 8000 <= TOLERANCE_MS
-    assert_same_audio(input_samples(src, present)[:, 0], decoded.samples[:, 0], subtype)
+    assert_same_audio(input_samples(src, result.frames)[:, 0], decoded.samples[:, 0], subtype)
+
+
+@pytest.mark.parametrize(
+    ("subtype", "cut", "expected"),
+    [
+        # 256-byte blocks at 8 kHz mono. Header: 7 bytes holding 2 samples, then 2 a byte.
+        ("MS_ADPCM", 200, 2 + (200 - 7) * 2),
+        # Header: 4 bytes holding 1 sample, then 4-byte words of 8 samples.
+        ("IMA_ADPCM", 101, 1 + (101 - 4) // 4 * 8),
+        ("GSM610", 40, 160),  # 65-byte blocks: the first of their two 160-sample frames
+    ],
+)
+def test_file_cut_inside_its_first_codec_block(
+    tmp_path: Path, subtype: str, cut: int, expected: int
+) -> None:
+    # libsndfile alone decodes nothing of a partial MS ADPCM block.
+    src = write_wav(tmp_path / "in.wav", chirp(8000, 1.0), 8000, subtype)
+    data = src.read_bytes()
+    src.write_bytes(data[: data.index(b"data") + 8 + cut])
+    result = encode_wav_to_mp3(src, tmp_path / "out.mp3")
+    assert result.recovered
+    assert result.frames == expected
+    assert decode_libsndfile(tmp_path / "out.mp3").frames == expected
+    if subtype != "GSM610":  # ffmpeg decodes a partial GSM block whole
+        assert decode_ffmpeg(src).frames == expected
+
+
+@pytest.mark.parametrize(
+    ("subtype", "rate", "channels", "frames", "expected"),
+    [
+        ("MS_ADPCM", 8000, 1, 800, 800),  # padded to 1000 in the last block; fact = 800
+        ("MS_ADPCM", 48000, 2, 4800, 4800),
+        ("GSM610", 8000, 1, 800, 800),  # libsndfile decodes a phantom 4th block: 1280
+        # libsndfile writes a halved fact for stereo IMA ADPCM (3061): not believed.
+        ("IMA_ADPCM", 48000, 2, 4800, 6123),
+    ],
+)
+def test_fact_chunk_cuts_the_padding_of_the_last_block(
+    tmp_path: Path, subtype: str, rate: int, channels: int, frames: int, expected: int
+) -> None:
+    src = write_wav(tmp_path / "in.wav", chirp(rate, frames / rate, channels), rate, subtype)
+    with sf.SoundFile(src) as plain:
+        assert plain.frames > frames  # what libsndfile alone would encode
+    result = encode_wav_to_mp3(src, tmp_path / "out.mp3")
+    assert result.frames == expected
+    assert not result.recovered
+    assert decode_libsndfile(tmp_path / "out.mp3").frames == expected
 
 
 def unfinalise(path: Path, size_field: bytes = b"\x00\x00\x00\x00") -> None:
@@ -263,7 +315,7 @@ UNDECODABLE = {
     "unsupported codec": (
         # G.722 (0x028F), which libsndfile does not decode.
         riff(struct.pack("<HHIIHHH", 0x028F, 1, 16000, 8000, 1, 4, 0), os.urandom(4000)),
-        "WAV codec tag 0x028F",
+        "WAV format tag 0x028F: a codec libsndfile does not decode",
     ),
     "no audio frames": (riff(struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)), "no audio frames"),
     "header cut before the data chunk": (

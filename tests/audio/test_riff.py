@@ -101,6 +101,29 @@ def test_chunks_after_the_data_are_not_mistaken_for_audio() -> None:
     assert layout.data_present == 2000
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [b"\x00" * 5000, b"TAG" + b"x" * 125],
+    ids=["zero padding", "ID3v1 tag"],
+)
+def test_tails_that_are_not_audio(tail: bytes) -> None:
+    layout = scan_wav(io.BytesIO(wav_bytes() + tail))
+    assert layout is not None
+    assert layout.problems == () and not layout.needs_patch
+    assert layout.data_present == 2000
+
+
+def test_stale_size_with_audio_after_it_is_recovered() -> None:
+    # A recorder that updates the header now and then, and crashed between updates.
+    wav = bytearray(wav_bytes(frames=1000))
+    at = data_offset(bytes(wav))
+    wav[at - 4 : at] = struct.pack("<I", 600)
+    layout = scan_wav(io.BytesIO(bytes(wav)))
+    assert layout is not None
+    assert layout.needs_patch
+    assert layout.data_present == 2000
+
+
 def test_files_that_are_not_riff_wave() -> None:
     assert scan_wav(io.BytesIO(b"")) is None
     assert scan_wav(io.BytesIO(b"RIFF\x00\x00\x00\x00AVI LIST")) is None
