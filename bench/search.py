@@ -16,26 +16,24 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+if not __package__:  # run as a file: the repo root first, not bench/ (whose queue.py
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # would shadow the stdlib's)
+
 import psycopg
 import trio
 from pydantic import SecretStr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench._pg import benchmark_database
 from cj.config import DatabaseConfig
 from cj.db import open_database
 from cj.db.calls import SearchQuery, search_calls
-from cj.db.migrate import migrate
-from cj.pgcluster import LocalCluster, free_port
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
 YEAR_SECONDS = 365 * 86400
@@ -155,24 +153,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     people = subscribers(max(1000, args.calls // 5), rng)
 
-    base: Path | None = None
-    cluster: LocalCluster | None = None
-    url = args.database_url
-    try:
-        if url is None:
-            base = Path(tempfile.mkdtemp(prefix="cj-bench-pg-"))
-            base.chmod(0o755)
-            cluster = LocalCluster(
-                data_dir=base / "data",
-                port=free_port(),
-                extra_settings=("shared_buffers=1GB", "max_wal_size=4GB"),
-            )
-            print(f"starting a private PostgreSQL in {base} …")
-            cluster.init()
-            cluster.start()
-            cluster.create_database("bench")
-            url = cluster.url("bench")
-        migrate(url)
+    with benchmark_database(args.database_url) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE calls CASCADE")
         rows = synthesize(args.calls, rng, people)
@@ -181,11 +162,6 @@ def main() -> None:
         del rows
         print(f"    load: {rate:,.0f} rows/s (COPY, indexes maintained)")
         figures = trio.run(measure, url, args.queries, rng, people)
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        if base is not None:
-            shutil.rmtree(base, ignore_errors=True)
     print(json.dumps({"calls": args.calls, "load_rows_per_s": round(rate), **figures}))
 
 
