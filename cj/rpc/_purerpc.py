@@ -53,6 +53,23 @@ log = structlog.get_logger(__name__)
 _OPEN_STATES = (GRPCStreamState.OPEN, GRPCStreamState.HALF_CLOSED_LOCAL)
 
 
+def is_generated_placeholder(method_fn: Any) -> bool:
+    """Whether a service method is the generated base class's `raise NotImplementedError`
+    (the servicer did not override it).
+
+    purerpc hides one-parameter methods in a closure (`method_fn_with_headers`); the
+    servicer's bound method is in that closure's cell.
+    """
+    candidates = [method_fn]
+    if getattr(method_fn, "__name__", "") == "method_fn_with_headers":
+        candidates += [cell.cell_contents for cell in method_fn.__closure__ or ()]
+    for candidate in candidates:
+        function = getattr(candidate, "__func__", candidate)
+        if getattr(function, "__module__", "") == "cj.proto.calljournal_grpc":
+            return True
+    return False
+
+
 class _QuietSocketWrapper(SocketWrapper):  # type: ignore[misc]
     """purerpc's socket wrapper whose writer stops, instead of raising, on a dead peer."""
 

@@ -13,6 +13,8 @@ What it adds to purerpc's `Server`:
   under the same request id. Never purerpc's CANCELLED-with-a-repr.
 - Bearer-token auth from the `authorization` metadata, checked against the method's
   `@requires` role before any request message is read (see `cj.rpc.access`).
+- Methods a servicer does not override (the generated `raise NotImplementedError`)
+  answer UNIMPLEMENTED, not INTERNAL, and need no access policy.
 - A client's RST_STREAM (it gave up) cancels the handler.
 - Graceful shutdown: `GrpcServer.shutdown()` (or `serve_grpc(shutdown_trigger=...)`)
   closes the listener, answers new calls on open connections with UNAVAILABLE, lets
@@ -50,7 +52,7 @@ from purerpc.grpclib.status import Status, StatusCode
 
 from cj.auth import Authenticator, Principal, require
 from cj.errors import ErrorCode, ServiceError
-from cj.rpc._purerpc import ServerSocket
+from cj.rpc._purerpc import ServerSocket, is_generated_placeholder
 from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
 from cj.rpc.timeouts import parse_grpc_timeout
 
@@ -73,6 +75,7 @@ class _Method:
     request_type: type[Message]
     response_type: type[Message]
     role: Any  # Role, or NO_POLICY
+    implemented: bool  # False: the generated placeholder, answered UNIMPLEMENTED
 
 
 @dataclass(eq=False)
@@ -125,7 +128,9 @@ class GrpcServer:
             raise ValueError(f"grace_period_s must be finite and >= 0, not {grace_period_s}")
         self._methods = _index_methods(services)
         if authenticator is not None:
-            unguarded = sorted(m.path for m in self._methods.values() if m.role is NO_POLICY)
+            unguarded = sorted(
+                m.path for m in self._methods.values() if m.implemented and m.role is NO_POLICY
+            )
             if unguarded:
                 raise ValueError(
                     "methods without an access policy (decorate them with "
@@ -326,7 +331,7 @@ class GrpcServer:
         self, sock: ServerSocket, stream: Any, event: Any, path: str, rpc: _Rpc
     ) -> None:
         method = self._methods.get(path)
-        if method is None:
+        if method is None or not method.implemented:
             raise ServiceError.unimplemented(f"method {path} is not implemented")
         raw_timeout = sock.connection.raw_timeouts.pop(stream.stream_id, None)
         timeout = self._default_deadline_s
@@ -432,6 +437,7 @@ def _index_methods(services: Sequence[Any]) -> dict[str, _Method]:
                 request_type=signature.request_type,
                 response_type=signature.response_type,
                 role=required_role(bound.method_fn),
+                implemented=not is_generated_placeholder(bound.method_fn),
             )
     return methods
 

@@ -464,12 +464,30 @@ async def test_a_token_with_both_roles_may_do_both() -> None:
             assert (await journal.get_call("c-1", timeout_s=5)).call.source == "admin"
 
 
+class _Unguarded(calljournal_grpc.CallJournalServicer):
+    async def GetCall(self, input_message: pb.GetCallRequest) -> pb.CallRecord:
+        return pb.CallRecord()
+
+
 def test_server_refuses_methods_without_an_access_policy() -> None:
-    bare = calljournal_grpc.CallJournalServicer()
     with pytest.raises(ValueError, match="without an access policy") as caught:
-        GrpcServer([bare.service], authenticator=make_authenticator())
-    assert "/calljournal.v1.CallJournal/AddCall" in str(caught.value)
-    GrpcServer([bare.service])  # without authentication there is no policy to check
+        GrpcServer([_Unguarded().service], authenticator=make_authenticator())
+    assert str(caught.value).endswith(": /calljournal.v1.CallJournal/GetCall")  # only that one
+    GrpcServer([_Unguarded().service])  # without authentication there is no policy to check
+
+
+async def test_methods_a_servicer_leaves_out_are_unimplemented() -> None:
+    server = GrpcServer([_Unguarded().service])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            async with open_channel(f"127.0.0.1:{port}", token=AGENT_TOKEN) as ch:
+                error = await _expect_error(
+                    CallJournalClient(ch).add_call(pb.Call(uuid="c-1"), timeout_s=5),
+                    ErrorCode.UNIMPLEMENTED,
+                )
+            nursery.cancel_scope.cancel()
+    assert error.message == "method /calljournal.v1.CallJournal/AddCall is not implemented"
 
 
 def test_server_refuses_the_same_service_twice() -> None:
