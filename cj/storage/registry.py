@@ -30,15 +30,18 @@ class UnknownStorage(StorageError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class Storages(Mapping[str, Storage]):
-    """The configured storages by name, plus which one is temporary and which permanent."""
+class Storages:
+    """The configured storages by name, plus which one is temporary and which permanent.
+
+    Iterating gives the names; `name in storages` tells whether one is configured.
+    """
 
     def __init__(self, storages: Mapping[str, Storage], *, temporary: str, permanent: str):
         self._storages = dict(storages)
         self.temporary = self.get(temporary)
         self.permanent = self.get(permanent)
 
-    def get(self, name: str) -> Storage:  # type: ignore[override]  # raises, never None
+    def get(self, name: str) -> Storage:
         """The storage called `name`; UnknownStorage (a KeyError) naming it if there is none."""
         try:
             return self._storages[name]
@@ -50,6 +53,9 @@ class Storages(Mapping[str, Storage]):
 
     def __getitem__(self, name: str) -> Storage:
         return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._storages
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._storages)

@@ -57,6 +57,7 @@ async def test_switching_permanent_keeps_older_recordings_readable(
             assert await read_all(storages, *new_row) == b"new"
             assert not await storages.get("disk").exists("2026/new.mp3")
             assert sorted(storages) == ["disk", "s3", "temp"]
+            assert "disk" in storages and "retired" not in storages
 
 
 async def test_unknown_storage_names_are_reported() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -40,6 +43,49 @@ async def test_private_server_stops_and_restarts_with_its_data(
 
         await trio.to_thread.run_sync(private.start)
         assert private.endpoint_url == endpoint  # same ports: clients keep working
+        assert private.pid is not None
         async with storage.open_read("kept") as chunks:
             assert b"".join([c async for c in chunks]) == b"survives a restart"
     await storage.aclose()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+ORPHAN = """
+import sys
+from pathlib import Path
+from tests.fixtures.seaweed import SeaweedFS
+server = SeaweedFS(Path(sys.argv[1]))
+server.start()
+print(server.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+async def test_a_killed_session_leaves_no_server_behind(tmp_path: Path) -> None:
+    """Even SIGKILL of the test process (no atexit, no finalizers) stops its server."""
+    root = ROOT
+    with trio.fail_after(60):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", ORPHAN, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        assert process.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the session process died before starting SeaweedFS"
+            line += chunk
+        pidfd = os.pidfd_open(int(line))  # the server is alive (or this raises)
+        try:
+            process.kill()
+            await process.wait()
+            # A pidfd becomes readable when its process exits: no polling, no sleeps.
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    await stream.aclose()
