@@ -11,7 +11,11 @@ publishers sharing one pipelined connection) and MPUB (batches of B), each while
 consumers ack everything (a few workers per consumer). Consumers are subscribed before
 publishing starts; a round ends when every job has been acked.
 
-PostgreSQL part: `bench_postgres()` — to be filled in with the PostgreSQL queue.
+PostgreSQL part: the embedded queue (`cj.queue.postgres`) on a private PostgreSQL
+cluster with durable settings (or --database-url): N jobs published by P concurrent
+publishers (one transaction each), then consumed by C consumers, each its own
+connection pool and NOTIFY listener (as separate encoder processes would be), with a
+few workers each doing claim + ack. Target: ≥ 1,000 jobs/s publish+consume.
 
 The last line printed is one JSON object with the figures of both parts.
 """
@@ -153,8 +157,91 @@ def bench_nsq(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    """PostgreSQL-queue figures. Stub: the lead adds this part; returns {} until then."""
-    return {}
+    """PostgreSQL-queue figures: publish rate and publish+consume rate."""
+    from bench._pg import benchmark_database
+
+    figures: dict[str, Any] = {"pg_jobs": args.pg_jobs}
+    with benchmark_database(args.database_url) as url:
+        for label, batch in (("pub", None), ("batch", args.batch)):
+            publish, total = trio.run(postgres_round, url, args, batch)
+            mode = "one job per transaction" if batch is None else f"batches of {batch}"
+            print(
+                f"postgres queue, {mode}: publish {publish:,.0f} jobs/s, "
+                f"publish+consume {total:,.0f} jobs/s "
+                f"({args.consumers} consumers x {WORKERS_PER_CONSUMER} workers)"
+            )
+            figures[f"pg_{label}_publish_per_s"] = round(publish)
+            figures[f"pg_{label}_jobs_per_s"] = round(total)
+    return figures
+
+
+async def postgres_round(
+    url: str, args: argparse.Namespace, batch: int | None
+) -> tuple[float, float]:
+    """Publish+consume `--pg-jobs` jobs; returns (publish rate, end-to-end rate)."""
+    from pydantic import SecretStr
+
+    from cj.config import DatabaseConfig
+    from cj.db import open_database
+    from cj.queue.postgres import PostgresPublisher, open_postgres_consumer
+
+    jobs = args.pg_jobs
+    config = QueueConfig(kind="postgres", lease_s=300, poll_interval_s=1)
+    database = DatabaseConfig(url=SecretStr(url), pool_size=max(args.publishers, 8))
+    remaining = jobs
+    done = trio.Event()
+
+    async def consume(*, task_status: trio.TaskStatus[None]) -> None:
+        nonlocal remaining
+        async with open_database(database) as db, open_postgres_consumer(db, config) as consumer:
+            task_status.started()
+
+            async def worker() -> None:
+                nonlocal remaining
+                async for delivery in consumer:
+                    await delivery.ack()
+                    remaining -= 1
+                    if remaining == 0:
+                        done.set()
+
+            async with trio.open_nursery() as workers:
+                for _ in range(WORKERS_PER_CONSUMER):
+                    workers.start_soon(worker)
+                await done.wait()
+                await consumer.stop_receiving()
+
+    async with open_database(database) as db:
+        publisher = PostgresPublisher(db, config.topic)
+        all_jobs = [EncodeJob(uuid.uuid4()) for _ in range(jobs)]
+        began = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for consumer_index in range(args.consumers):
+                await nursery.start(consume)
+                del consumer_index
+
+            async def publish(share: list[EncodeJob]) -> None:
+                if batch is None:
+                    for job in share:
+                        await publisher.publish(job)
+                else:
+                    for start in range(0, len(share), batch):
+                        await publisher.publish_many(share[start : start + batch])
+
+            async with trio.open_nursery() as publishers:
+                for index in range(args.publishers):
+                    publishers.start_soon(publish, all_jobs[index :: args.publishers])
+            published = time.perf_counter()
+            await done.wait()
+        finished = time.perf_counter()
+    await trio.to_thread.run_sync(_truncate_jobs, url)
+    return jobs / (published - began), jobs / (finished - began)
+
+
+def _truncate_jobs(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE jobs")
 
 
 def main() -> None:
@@ -164,9 +251,12 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--publishers", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--pg-jobs", type=int, default=10_000)
+    parser.add_argument("--database-url", default=None, help="use this database, not a private one")
+    parser.add_argument("--skip-nsq", action="store_true")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning"))
-    figures = bench_nsq(args)
+    figures = {} if args.skip_nsq else bench_nsq(args)
     figures.update(bench_postgres(args))
     print(json.dumps(figures))
 

@@ -33,8 +33,7 @@ async def reconcile_once(
         )
         if not stale:
             return total
-        for call_uuid in stale:
-            await publisher.publish(EncodeJob(call_uuid))
+        await publisher.publish_many([EncodeJob(call_uuid) for call_uuid in stale])
         await db.run(functools.partial(touch_requeued, call_uuids=stale))
         total += len(stale)
         log.info("recordings_requeued", count=len(stale))

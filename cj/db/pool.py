@@ -11,6 +11,8 @@ no query outlives its caller and no connection is left mid-transaction.
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -67,6 +69,7 @@ class Database:
                     finally:
                         with slot.lock:
                             slot.conn = None
+                        _last_used[conn] = time.monotonic()
             finally:
                 trio_token.run_sync_soon(finished.set)
 
@@ -96,6 +99,19 @@ class Database:
     async def check(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query succeeds."""
         await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+
+# A connection idle for longer than this is pinged before use, so one left dead by a
+# database restart is replaced rather than failing the next query. Busy connections
+# skip the ping: it would cost a round trip on every query.
+IDLE_CHECK_AFTER_S = 2.0
+_last_used: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _check_if_idle(conn: Connection) -> None:
+    last = _last_used.get(conn)
+    if last is None or time.monotonic() - last > IDLE_CHECK_AFTER_S:
+        psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 class _CallerGone(Exception):
@@ -160,7 +176,7 @@ async def open_database(
         max_size=config.pool_size,
         kwargs=kwargs,
         open=False,
-        check=psycopg_pool.ConnectionPool.check_connection,
+        check=_check_if_idle,
         timeout=config.connect_timeout_s,
         name=name,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,11 @@ class JobPublisher(abc.ABC):
     @abc.abstractmethod
     async def publish(self, job: EncodeJob) -> None:
         """Return once the queue has accepted the job (durably for the PostgreSQL queue)."""
+
+    async def publish_many(self, jobs: Sequence[EncodeJob]) -> None:
+        """Publish several jobs; implementations batch them where the broker can."""
+        for job in jobs:
+            await self.publish(job)
 
 
 class ConsumerStopped(QueueError):
