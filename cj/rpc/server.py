@@ -154,6 +154,11 @@ class GrpcServer:
         """Calls being handled now."""
         return sum(len(connection.rpcs) for connection in self._connections)
 
+    @property
+    def connection_count(self) -> int:
+        """Client connections open now."""
+        return len(self._connections)
+
     def shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent); `serve()` returns when it is done."""
         self._shutdown_requested.set()

@@ -23,6 +23,7 @@ class RawGrpcClient:
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
         self._stream: trio.SocketStream | None = None
+        self.messages: list[bytes] = []  # the last response's messages, serialized
 
     async def __aenter__(self) -> RawGrpcClient:
         self._stream = await trio.open_tcp_stream("127.0.0.1", self._port)
@@ -46,8 +47,13 @@ class RawGrpcClient:
             await self._stream.send_all(data)
 
     async def call(
-        self, path: str, message: Message | bytes, headers: Sequence[tuple[str, str]] = ()
+        self,
+        path: str,
+        message: Message | bytes | Sequence[Message],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> dict[str, str]:
+        """Send `message` (or several), end the request; return the response's headers
+        and trailers. The response's messages are left in `self.messages`."""
         assert self._stream is not None
         stream_id = self._conn.get_next_available_stream_id()
         self._conn.send_headers(
@@ -62,12 +68,11 @@ class RawGrpcClient:
                 *headers,
             ],
         )
-        body = message if isinstance(message, bytes) else message.SerializeToString()
-        self._conn.send_data(
-            stream_id, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True
-        )
+        items = [message] if isinstance(message, bytes | Message) else list(message)
+        self._conn.send_data(stream_id, b"".join(map(_frame, items)), end_stream=True)
         await self._flush()
         received: dict[str, str] = {}
+        data_in = b""
         while True:
             data = await self._stream.receive_some(65536)
             if not data:
@@ -77,11 +82,29 @@ class RawGrpcClient:
                     self._conn.acknowledge_received_data(
                         event.flow_controlled_length, event.stream_id
                     )
+                    if event.stream_id == stream_id:
+                        data_in += event.data
                 if getattr(event, "stream_id", None) != stream_id:
                     continue
                 if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
                     received.update(dict(event.headers))
                 if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                     await self._flush()
+                    self.messages = _unframe(data_in)
                     return received
             await self._flush()
+
+
+def _frame(message: Message | bytes) -> bytes:
+    body = message if isinstance(message, bytes) else message.SerializeToString()
+    return b"\x00" + len(body).to_bytes(4, "big") + body
+
+
+def _unframe(data: bytes) -> list[bytes]:
+    """gRPC length-prefixed messages (uncompressed) out of a response body."""
+    messages = []
+    while data:
+        length = int.from_bytes(data[1:5], "big")
+        messages.append(data[5 : 5 + length])
+        data = data[5 + length :]
+    return messages

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import purerpc
 import pytest
 import trio
 import trio.testing
@@ -620,3 +621,43 @@ async def test_killed_server_ends_pending_and_later_calls_with_unavailable() -> 
                 assert ch.closed
                 with pytest.raises(RpcUnavailable):
                     await journal.get_call("after", timeout_s=5)
+
+
+async def test_bidirectional_streaming_machinery() -> None:
+    # The contract has no bidi method; the machinery supports it, so check it too.
+    async def chat(messages: AsyncIterator[pb.GetCallRequest]) -> AsyncIterator[pb.CallRecord]:
+        async for message in messages:
+            yield pb.CallRecord(call=pb.Call(uuid=message.uuid.upper()))
+
+    service = purerpc.Service("test.Echo")
+    service.add_method(
+        "Chat",
+        chat,
+        purerpc.RPCSignature(purerpc.Cardinality.STREAM_STREAM, pb.GetCallRequest, pb.CallRecord),
+    )
+    server = GrpcServer([service])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            async with RawGrpcClient(port) as raw:
+                reply = await raw.call(
+                    "/test.Echo/Chat", [pb.GetCallRequest(uuid=u) for u in ("a", "b", "c")]
+                )
+                answers = [pb.CallRecord.FromString(m).call.uuid for m in raw.messages]
+            nursery.cancel_scope.cancel()
+    assert reply["grpc-status"] == "0"
+    assert answers == ["A", "B", "C"]
+
+
+async def test_cancelled_client_closes_its_connection() -> None:
+    with trio.fail_after(10):
+        async with running_server() as srv:
+            with trio.CancelScope() as scope:
+                async with open_channel(srv.address, token=AGENT_TOKEN) as ch:
+                    await CallJournalClient(ch).add_call(pb.Call(uuid="c-1"), timeout_s=5)
+                    assert srv.server.connection_count == 1
+                    scope.cancel()
+                    await trio.sleep_forever()
+            await trio.testing.wait_all_tasks_blocked()
+            # The server saw EOF: the client's socket was really closed on cancel.
+            assert srv.server.connection_count == 0
