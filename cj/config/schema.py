@@ -235,6 +235,9 @@ class AgentSourceConfig:
     after_success: AfterSuccess = AfterSuccess.DELETE
     archive_dir: Path | None = None
     failed_dir: Path | None = None  # default: <cdr_dir>/failed
+    # CDRs whose call was uploaded but whose recording has not appeared yet wait here
+    # (restart-safe: the agent re-reads them at start). Default: <cdr_dir>/pending.
+    pending_dir: Path | None = None
     recording_variables: tuple[str, ...] = (
         "cj_record_name",
         "record_name",
@@ -252,10 +255,23 @@ class AgentSourceConfig:
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
         if self.after_success is AfterSuccess.ARCHIVE and self.archive_dir is None:
             raise ValueError(f"source {self.name!r}: after_success = archive needs archive_dir")
+        # Files moved into one of these must not be picked up again as new input.
+        watched = {self.cdr_dir.absolute(), self.recordings_dir.absolute()}
+        for key in ("archive_dir", "failed_dir", "pending_dir"):
+            value = getattr(self, key)
+            if value is not None and value.absolute() in watched:
+                raise ValueError(
+                    f"source {self.name!r}: {key} must differ from cdr_dir and recordings_dir"
+                )
 
     @property
     def quarantine_dir(self) -> Path:
         return self.failed_dir if self.failed_dir is not None else self.cdr_dir / "failed"
+
+    @property
+    def late_dir(self) -> Path:
+        """Where CDRs wait for a late recording (`pending_dir`, default <cdr_dir>/pending)."""
+        return self.pending_dir if self.pending_dir is not None else self.cdr_dir / "pending"
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -273,6 +289,11 @@ class AgentConfig:
     request_timeout_s: PositiveFloat = 60.0
     grace_period_s: NonNegativeFloat = 10.0
     watchdog_interval_s: PositiveFloat | None = None  # None = half of systemd's WATCHDOG_USEC
+    # Bounds that keep memory flat however many files wait: files per directory observed
+    # for settling at once, and CDRs being processed at once (including those waiting
+    # for their recording).
+    max_tracked_files: PositiveInt = 2000
+    max_calls_in_progress: PositiveInt = 256
 
     def __post_init__(self) -> None:
         if self.poll_min_s > self.poll_max_s:

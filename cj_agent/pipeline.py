@@ -1,0 +1,427 @@
+"""What happens to one ready CDR (and its recording), from parsing to clean-up.
+
+    parse ─▶ AddCall ─▶ no recording? ──────────────────────────────▶ finish CDR
+                    └─▶ wait for the recording (≤ recording_wait_s)
+                          ready ─▶ hash ─▶ UploadRecording ─▶ finish recording, then CDR
+                          absent, but the server has it ──────▶ finish CDR
+                          still absent at the deadline ───────▶ CDR to pending/ (late)
+
+"Finish" deletes or archives a file and happens only after the server acknowledged
+it, recording before CDR: a restart at any point redoes the CDR, and the server's
+idempotency (upsert by uuid; an identical recording answers duplicate) makes the
+redo harmless; a recording already gone is recognised by asking the server
+(CheckCalls) before waiting for it.
+
+A CDR whose recording is late moves to the source's pending directory: the call is on
+the server, the CDR is the restart-safe note of what is still awaited. The source loop
+watches for those recordings and hands them to `deliver_late`.
+
+Anything the server refuses for good (see `uploader.PERMANENT`), an unparsable CDR, or a
+recording name that leads out of the recordings directory is quarantined: moved to
+the failed directory with `<name>.error` saying why. Nothing is ever deleted unsent.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import structlog
+import trio
+
+from cj.cdr import CdrError, CdrOptions, parse_cdr_file
+from cj.codec import call_to_pb
+from cj.config import AfterSuccess, AgentConfig, AgentSourceConfig
+from cj.errors import ErrorCode
+from cj.model import Call
+from cj.proto import calljournal_pb2 as pb
+from cj.rpc import CallJournalClient, RpcError
+from cj_agent.files import move_into, quarantine
+from cj_agent.stats import AgentStats
+from cj_agent.uploader import (
+    FileChangedError,
+    FileDigest,
+    ServerLink,
+    hash_file,
+    read_chunks,
+    upload_timeout,
+)
+
+log = structlog.get_logger(__name__)
+
+NO_RECORDING = (pb.RECORDING_STATUS_UNSPECIFIED, pb.RECORDING_STATUS_NONE)
+
+
+class UnsafeRecordingName(ValueError):
+    """A recording name that would lead out of the recordings directory."""
+
+
+def safe_recording_path(recordings_dir: Path, name: str) -> Path:
+    """`recordings_dir / name`, refusing names (and symlinks) that lead elsewhere."""
+    if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise UnsafeRecordingName(f"recording name {name[:80]!r} is not a plain file name")
+    base = recordings_dir.resolve()
+    candidate = base / name
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise UnsafeRecordingName(f"recording {name!r} cannot be resolved: {exc}") from None
+    if resolved == base or not resolved.is_relative_to(base):
+        raise UnsafeRecordingName(
+            f"recording {name!r} leads out of the recordings directory {base} (to {resolved})"
+        )
+    return candidate
+
+
+@dataclass(frozen=True)
+class LateRecording:
+    """A call uploaded without its recording; its CDR waits in the pending directory."""
+
+    cdr: Path
+    call_uuid: UUID
+    recording: Path
+    day: date
+
+
+@dataclass
+class SourceContext:
+    """Everything the processing of one source's files needs."""
+
+    source: AgentSourceConfig
+    config: AgentConfig
+    link: ServerLink
+    uploads: trio.CapacityLimiter
+    stats: AgentStats
+    stopping: trio.Event
+    options: CdrOptions = field(init=False)
+    zone: ZoneInfo = field(init=False)
+    late: dict[str, LateRecording] = field(default_factory=dict)  # by pending CDR name
+    log: Any = field(init=False)
+    _late_counted: int = 0
+
+    def __post_init__(self) -> None:
+        self.options = CdrOptions.for_source(self.source)
+        self.zone = ZoneInfo(self.source.timezone)
+        self.log = log.bind(source=self.source.name)
+
+    def count_late(self) -> None:
+        """Bring the agent-wide count of awaited recordings up to date."""
+        self.stats.add(late_waiting=len(self.late) - self._late_counted)
+        self._late_counted = len(self.late)
+
+    def day_of(self, call: Call) -> date:
+        """The call's date at the PBX (the archive's subdirectory)."""
+        return call.started_at.astimezone(self.zone).date()
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep; False (at once) when the agent is stopping."""
+        with trio.move_on_after(seconds):
+            await self.stopping.wait()
+            return False
+        return True
+
+    async def finish(self, day: date, *paths: Path) -> None:
+        """Delete or archive acknowledged files, in the order given."""
+        source = self.source
+        for path in paths:
+            if source.after_success is AfterSuccess.ARCHIVE:
+                assert source.archive_dir is not None  # the configuration checks it
+                await trio.to_thread.run_sync(move_into, path, source.archive_dir / day.isoformat())
+            else:
+                path.unlink(missing_ok=True)
+        self.stats.add(files_done=len(paths))
+
+    async def quarantine(self, reason: str, *paths: Path) -> None:
+        """Move files to the failed directory with the reason beside each."""
+        for path in paths:
+            try:
+                target = await trio.to_thread.run_sync(
+                    quarantine, path, self.source.quarantine_dir, reason
+                )
+            except FileNotFoundError:
+                continue
+            self.log.warning("file_quarantined", file=path.name, to=str(target), reason=reason)
+            self.stats.add(quarantined=1)
+
+
+class Waited(enum.Enum):
+    READY = "ready"  # the recording is there and stopped changing
+    ON_SERVER = "on_server"  # absent here, but the server has a recording for the call
+    LATE = "late"  # absent at the deadline
+    ABANDONED = "abandoned"  # the agent is stopping
+
+
+class Delivered(enum.Enum):
+    DONE = "done"  # uploaded (or duplicate) and both files finished
+    AGAIN = "again"  # the file vanished or changed: look at it again
+    QUARANTINED = "quarantined"
+
+
+async def process_cdr(ctx: SourceContext, path: Path) -> None:
+    """Handle one ready CDR completely (see the module documentation)."""
+    bound = ctx.log.bind(cdr=path.name)
+    try:
+        call = await trio.to_thread.run_sync(parse_cdr_file, path, ctx.options)
+    except CdrError as exc:
+        if not await trio.Path(path).exists():
+            return  # taken away meanwhile; nothing to do
+        await ctx.quarantine(f"unparsable CDR: {exc}", path)
+        return
+    bound = bound.bind(call_uuid=str(call.uuid))
+    recording: Path | None = None
+    if call.recording_name is not None:
+        try:
+            recording = safe_recording_path(ctx.source.recordings_dir, call.recording_name)
+        except UnsafeRecordingName as exc:
+            await ctx.quarantine(f"refused recording name: {exc}", path)
+            return
+    message = call_to_pb(call, include_raw=True)
+    try:
+        await ctx.link.call("AddCall", lambda journal: journal.add_call(message))
+    except RpcError as exc:
+        await ctx.quarantine(f"the server refused the call: {exc}", path)
+        return
+    ctx.stats.add(calls_uploaded=1)
+    day = ctx.day_of(call)
+    if recording is None:
+        await ctx.finish(day, path)
+        bound.info("call_uploaded")
+        return
+    deadline = trio.current_time() + ctx.config.recording_wait_s
+    while True:
+        waited = await wait_for_recording(ctx, call.uuid, recording, deadline)
+        if waited is Waited.ABANDONED:
+            return
+        if waited is Waited.ON_SERVER:
+            bound.info("recording_already_on_server", recording=recording.name)
+            ctx.stats.add(recordings_already_on_server=1)
+            await ctx.finish(day, path)
+            return
+        if waited is Waited.LATE:
+            await _defer(ctx, path, call.uuid, recording, day)
+            bound.warning(
+                "recording_late",
+                recording=recording.name,
+                waited_s=ctx.config.recording_wait_s,
+                note="call uploaded alone; the recording will be sent when it appears",
+            )
+            return
+        delivered = await upload_and_finish(
+            ctx, call.uuid, recording, path, day, load_call=lambda: message
+        )
+        if delivered is not Delivered.AGAIN:
+            if delivered is Delivered.DONE:
+                bound.info("call_uploaded", recording=recording.name)
+            return
+
+
+async def deliver_late(ctx: SourceContext, late: LateRecording) -> None:
+    """Upload a late recording that appeared (and settled); finish it and its CDR."""
+
+    def load_call() -> pb.Call:
+        return call_to_pb(parse_cdr_file(late.cdr, ctx.options), include_raw=True)
+
+    delivered = await upload_and_finish(
+        ctx, late.call_uuid, late.recording, late.cdr, late.day, load_call=load_call
+    )
+    if delivered is not Delivered.AGAIN:
+        ctx.late.pop(late.cdr.name, None)
+        ctx.count_late()
+        if delivered is Delivered.DONE:
+            ctx.log.info(
+                "late_recording_uploaded",
+                call_uuid=str(late.call_uuid),
+                recording=late.recording.name,
+            )
+
+
+async def wait_for_recording(
+    ctx: SourceContext, call_uuid: UUID, path: Path, deadline: float
+) -> Waited:
+    """Wait until `path` exists and kept its size and mtime for `settle_s`."""
+    settle_s = ctx.config.settle_s
+    seen: tuple[int, int] | None = None
+    since = 0.0
+    asked_server = False
+    while True:
+        now = trio.current_time()
+        try:
+            stat = await trio.Path(path).stat()
+        except FileNotFoundError:
+            seen = None
+            if not asked_server:
+                # A restart after the recording was finished but before its CDR was:
+                # the server has it, so there is nothing to wait for.
+                asked_server = True
+                if await server_has_recording(ctx, call_uuid):
+                    return Waited.ON_SERVER
+                now = trio.current_time()
+        else:
+            key = (stat.st_size, stat.st_mtime_ns)
+            if key != seen:
+                seen, since = key, now
+            if now - since >= settle_s:
+                return Waited.READY
+        if now >= deadline:
+            return Waited.LATE
+        wait = min(ctx.config.poll_min_s, deadline - now)
+        if seen is not None:
+            wait = min(wait, since + settle_s - now)
+        if not await ctx.pause(max(wait, 0.001)):
+            return Waited.ABANDONED
+
+
+async def server_has_recording(ctx: SourceContext, call_uuid: UUID) -> bool:
+    try:
+        reply = await ctx.link.call(
+            "CheckCalls", lambda journal: journal.check_calls([str(call_uuid)])
+        )
+    except RpcError as exc:
+        ctx.log.warning("check_calls_refused", call_uuid=str(call_uuid), error=str(exc))
+        return False
+    return any(state.recording_status not in NO_RECORDING for state in reply.calls)
+
+
+async def upload_and_finish(
+    ctx: SourceContext,
+    call_uuid: UUID,
+    recording: Path,
+    cdr: Path,
+    day: date,
+    *,
+    load_call: Callable[[], pb.Call],
+) -> Delivered:
+    """Hash and upload `recording`; on acknowledgement finish it, then `cdr`."""
+    try:
+        digest = await trio.to_thread.run_sync(hash_file, recording)
+    except (FileNotFoundError, FileChangedError):
+        return Delivered.AGAIN
+    try:
+        async with ctx.uploads:
+            reply = await upload_recording(ctx, call_uuid, recording, digest, load_call)
+    except FileNotFoundError:
+        return Delivered.AGAIN
+    except RpcError as exc:
+        if exc.code is ErrorCode.INVALID_ARGUMENT and _changed_since(recording, digest):
+            ctx.log.info("recording_changed_during_upload", recording=recording.name)
+            return Delivered.AGAIN
+        if exc.code is ErrorCode.ALREADY_EXISTS:
+            reason = f"the server already has a different recording for call {call_uuid}: {exc}"
+        else:
+            reason = f"the server refused the recording {recording.name}: {exc}"
+        await ctx.quarantine(reason, recording, cdr)
+        return Delivered.QUARANTINED
+    ctx.stats.add(recordings_uploaded=1, recordings_duplicate=int(reply.duplicate))
+    await ctx.finish(day, recording, cdr)
+    return Delivered.DONE
+
+
+async def upload_recording(
+    ctx: SourceContext,
+    call_uuid: UUID,
+    recording: Path,
+    digest: FileDigest,
+    load_call: Callable[[], pb.Call],
+) -> pb.UploadRecordingResponse:
+    """UploadRecording through the link; re-adds the call if the server lost it."""
+    header = pb.UploadHeader(
+        call_uuid=str(call_uuid), file_name=recording.name, size=digest.size, sha256=digest.sha256
+    )
+    timeout_s = upload_timeout(ctx.config.request_timeout_s, digest.size)
+    add_first = False
+
+    async def op(journal: CallJournalClient) -> pb.UploadRecordingResponse:
+        nonlocal add_first
+        if add_first:
+            message = await trio.to_thread.run_sync(load_call)
+            await journal.add_call(message)
+            add_first = False
+        try:
+            return await journal.upload_recording(
+                header, read_chunks(recording), timeout_s=timeout_s
+            )
+        except RpcError as exc:
+            # "Add the call first": it was acknowledged, so the server lost it (a
+            # restored database?). Add it again on the next try.
+            if exc.code is ErrorCode.FAILED_PRECONDITION:
+                add_first = True
+            raise
+
+    return await ctx.link.call("UploadRecording", op)
+
+
+def _changed_since(path: Path, digest: FileDigest) -> bool:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return True
+    return (stat.st_size, stat.st_mtime_ns) != (digest.size, digest.mtime_ns)
+
+
+async def _defer(
+    ctx: SourceContext, cdr: Path, call_uuid: UUID, recording: Path, day: date
+) -> None:
+    target = await trio.to_thread.run_sync(move_into, cdr, ctx.source.late_dir)
+    ctx.late[target.name] = LateRecording(target, call_uuid, recording, day)
+    ctx.stats.add(recordings_late=1)
+    ctx.count_late()
+
+
+async def load_late(ctx: SourceContext) -> None:
+    """Read the pending directory at start: the recordings still awaited."""
+    directory = ctx.source.late_dir
+    try:
+        names = sorted(
+            entry.name
+            for entry in os.scandir(directory)
+            if entry.is_file() and not entry.name.startswith(".")
+        )
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = directory / name
+        try:
+            call = await trio.to_thread.run_sync(parse_cdr_file, path, ctx.options)
+            if call.recording_name is None:
+                raise CdrError("recording", "the CDR no longer names a recording")
+            recording = safe_recording_path(ctx.source.recordings_dir, call.recording_name)
+        except (CdrError, UnsafeRecordingName) as exc:
+            await ctx.quarantine(f"pending CDR cannot be read again: {exc}", path)
+            continue
+        ctx.late[name] = LateRecording(path, call.uuid, recording, ctx.day_of(call))
+    ctx.count_late()
+    if ctx.late:
+        ctx.log.info("late_recordings_awaited", count=len(ctx.late))
+
+
+async def reconcile_late(ctx: SourceContext, batch: int = 1000) -> None:
+    """Finish pending CDRs whose recording the server already has (a restart after the
+    recording was finished but before its CDR was)."""
+    entries = list(ctx.late.values())
+    for start in range(0, len(entries), batch):
+        chunk = entries[start : start + batch]
+        uuids = [str(entry.call_uuid) for entry in chunk]
+        try:
+            reply = await ctx.link.call("CheckCalls", functools.partial(_check, uuids=uuids))
+        except RpcError as exc:
+            ctx.log.warning("check_calls_refused", count=len(uuids), error=str(exc))
+            return
+        have = {state.uuid for state in reply.calls if state.recording_status not in NO_RECORDING}
+        for entry in chunk:
+            if str(entry.call_uuid) in have and not entry.recording.exists():
+                await ctx.finish(entry.day, entry.cdr)
+                ctx.late.pop(entry.cdr.name, None)
+                ctx.stats.add(recordings_already_on_server=1)
+    ctx.count_late()
+
+
+async def _check(journal: CallJournalClient, *, uuids: list[str]) -> pb.CheckCallsResponse:
+    return await journal.check_calls(uuids)
