@@ -125,7 +125,7 @@ def make_client(config: S3StorageConfig) -> S3Client:
         retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
         connect_timeout=config.connect_timeout_s,
         read_timeout=config.read_timeout_s,
-        # Our limiter allows max_concurrency calls; upload_file adds its own threads.
+        # Our limiter allows max_concurrency calls; the transfer manager as many more.
         max_pool_connections=config.max_concurrency * 2,
         tcp_keepalive=True,
     )
