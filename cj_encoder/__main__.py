@@ -19,9 +19,7 @@ CONFIG_OPTION = click.option(
 )
 
 
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @CONFIG_OPTION
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:

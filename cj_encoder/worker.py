@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import tempfile
-import threading
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -71,10 +70,6 @@ class JobOutcome(StrEnum):
 
 class _Transient(Exception):
     """A failure worth retrying (storage or database away)."""
-
-
-class _Abandoned(Exception):
-    """Raised inside the encoding thread when the job was cancelled."""
 
 
 @dataclass
@@ -201,20 +196,16 @@ async def _local_source(storage: Storage, key: str, workdir: Path) -> Path:
 
 async def _encode(ctx: JobContext, src: Path, dst: Path) -> EncodeResult:
     settings = EncodeSettings(bitrate_kbps=ctx.config.bitrate_kbps, quality=ctx.config.quality)
-    abandoned = threading.Event()
 
     def progress(_frames: int) -> None:
-        if abandoned.is_set():
-            raise _Abandoned
+        # Called between blocks in the worker thread: a cancelled job stops here, so
+        # shutdown does not wait for a long encode to finish.
+        trio.from_thread.check_cancelled()
 
-    def work() -> EncodeResult:
-        return encode_wav_to_mp3(src, dst, settings, progress=progress)
-
-    try:
-        return await trio.to_thread.run_sync(work, limiter=ctx.encode_limiter)
-    except trio.Cancelled:
-        abandoned.set()
-        raise
+    return await trio.to_thread.run_sync(
+        lambda: encode_wav_to_mp3(src, dst, settings, progress=progress),
+        limiter=ctx.encode_limiter,
+    )
 
 
 def _is_cancellation(exc: BaseException) -> bool:
