@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 import trio
 
-from cj.config import LoggingConfig
+from cj.config import ConfigError, LoggingConfig
 from cj.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -39,8 +39,22 @@ def run_daemon(name: str, serve: Serve[S], settings: S, logging: LoggingConfig) 
         trio.run(_supervise, name, serve, settings)
     except KeyboardInterrupt:  # pragma: no cover - a signal before our handler was installed
         return 130
+    except Exception as exc:
+        root = _root_cause(exc)
+        if isinstance(root, ConfigError):  # the operator's to fix; a traceback won't help
+            log.error("refused_to_start", daemon=name, error=str(root))
+        else:
+            log.error("failed", daemon=name, error=f"{type(root).__name__}: {root}", exc_info=exc)
+        return 1
     log.info("stopped", daemon=name)
     return 0
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (what actually went wrong)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _supervise(name: str, serve: Serve[S], settings: S) -> None:

@@ -12,7 +12,7 @@ import structlog
 import trio
 
 from cj.auth import Authenticator
-from cj.config import ApiSettings
+from cj.config import ApiSettings, ConfigError
 from cj.db import open_database
 from cj.queue import open_publisher
 from cj.rpc import make_server_ssl_context, serve_grpc
@@ -26,7 +26,7 @@ from cj_api.service import CallJournalService
 log = structlog.get_logger(__name__)
 
 
-class ApiConfigurationError(RuntimeError):
+class ApiConfigurationError(ConfigError):
     """The API refuses to start with this configuration."""
 
 
