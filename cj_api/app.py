@@ -16,7 +16,7 @@ from cj.config import ApiSettings, ConfigError
 from cj.db import open_database
 from cj.queue import open_publisher
 from cj.rpc import make_server_ssl_context, serve_grpc
-from cj.storage import open_storages
+from cj.storage import FilesystemStorage, StorageError, Storages, open_storages
 from cj_api.grpc_service import CallJournalGrpc
 from cj_api.metrics import ApiMetrics
 from cj_api.rest import create_rest_app
@@ -24,6 +24,9 @@ from cj_api.rest_server import serve_rest
 from cj_api.service import CallJournalService
 
 log = structlog.get_logger(__name__)
+
+# Partial uploads older than this belong to no live request (uploads stream at MB/s).
+STALE_UPLOAD_S = 6 * 3600.0
 
 
 class ApiConfigurationError(ConfigError):
@@ -88,6 +91,7 @@ async def serve(
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_purge_abandoned_uploads, storages)
             grpc_port: int = await nursery.start(
                 functools.partial(
                     serve_grpc,
@@ -127,6 +131,19 @@ async def serve(
             await shutdown.wait()
             log.info("api_stopping", grace_period_s=config.grace_period_s)
             stop.set()  # both servers drain and return
+
+
+async def _purge_abandoned_uploads(storages: Storages) -> None:
+    """Remove partial files that a crashed process left in filesystem storages."""
+    for storage in storages.values():
+        if isinstance(storage, FilesystemStorage):
+            try:
+                removed = await storage.purge_stale_uploads(older_than_s=STALE_UPLOAD_S)
+            except StorageError as exc:
+                log.warning("stale_upload_purge_failed", storage=storage.name, error=str(exc))
+                continue
+            if removed:
+                log.info("stale_uploads_removed", storage=storage.name, count=removed)
 
 
 def _ssl_context(settings: ApiSettings) -> ssl.SSLContext | None:
