@@ -135,7 +135,8 @@ async def serve(
 
 async def _purge_abandoned_uploads(storages: Storages) -> None:
     """Remove partial files that a crashed process left in filesystem storages."""
-    for storage in storages.values():
+    for name in storages:
+        storage = storages.get(name)
         if isinstance(storage, FilesystemStorage):
             try:
                 removed = await storage.purge_stale_uploads(older_than_s=STALE_UPLOAD_S)
