@@ -1,0 +1,621 @@
+"""The REST API: a Quart-Trio app that translates HTTP to `CallJournalService`.
+
+Routes (DESIGN §5; the contract is `cj_api.openapi`, served at /api/v1/openapi.json):
+
+    POST /api/v1/calls                     add (upsert) one call          agent
+    POST /api/v1/calls:batch               add up to 10,000 calls         agent
+    POST /api/v1/calls:check               which uuids exist              agent
+    PUT  /api/v1/calls/{uuid}/recording    upload the WAV, streamed       agent
+    GET  /api/v1/calls?…                   search by phone or interval    reader
+    GET  /api/v1/calls/{uuid}              one call with its raw CDR      reader
+    GET|HEAD /api/v1/calls/{uuid}/recording  download (Range, ETag)       reader
+    GET  /healthz /readyz /metrics /api/v1/openapi.json                   no token
+
+Authentication is `Authorization: Bearer <token>`; the role is checked here before any
+body is read (so a wrong token never streams a file and never learns about validation),
+and again by the service, which stays the authority.
+
+Every error is JSON `{"error": {"code", "message", "field"?}}`: ServiceErrors with their
+code's status, Quart/Werkzeug HTTP errors (404, 405, 413 …) mapped to the nearest code,
+anything unexpected as 500 INTERNAL with the traceback in the log only. Errors raised
+before a request reaches the app (hypercorn refusing a 16 KiB+ header block with 431,
+malformed HTTP with 400) are hypercorn's and have empty bodies.
+
+Request bodies are streamed with backpressure: the server stops reading from the socket
+while more than `BODY_BUFFER_BYTES` wait for the handler, so a fast client uploading to a
+slow storage does not fill the memory. A body that stays silent for `body_idle_timeout_s`
+ends the request with 408.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import structlog
+import trio
+from quart import Response, request
+from quart.wrappers.response import DataBody, ResponseBody
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.exceptions import HTTPException, RequestTimeout
+
+from cj.auth import Authenticator, Principal, require
+from cj.config import Role
+from cj.db.calls import UpsertOutcome
+from cj.errors import ErrorCode, ServiceError
+from cj.model import Call
+from cj_api import openapi
+from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
+from cj_api.rest_codec import (
+    MAX_BATCH_CALLS,
+    RestError,
+    add_call_outcome_to_json,
+    add_calls_result_to_json,
+    batch_items_from_json,
+    call_from_json,
+    call_state_to_json,
+    check_uuids_from_json,
+    etag_matches,
+    parse_json,
+    parse_uuid,
+    record_to_json,
+    search_query_from_params,
+    select_range,
+    upload_header_from_headers,
+    upload_result_to_json,
+)
+from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, DownloadInfo, InvalidCall
+
+__all__ = [
+    "API_PREFIX",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_CALLS",
+    "MAX_JSON_BYTES",
+    "create_rest_app",
+]
+
+log = structlog.get_logger(__name__)
+
+API_PREFIX = "/api/v1"
+MAX_JSON_BYTES = 1024 * 1024  # one call, or a check of 1,000 uuids
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # 10,000 calls with FreeSWITCH-sized raw documents
+BODY_BUFFER_BYTES = 1024 * 1024  # read no more from the socket while this much waits
+DRAIN_LIMIT_BYTES = 1024 * 1024  # read a small unread body before answering, keep-alive
+PARSE_IN_THREAD_BYTES = 256 * 1024  # bigger JSON documents are decoded off the event loop
+DEFAULT_BODY_IDLE_TIMEOUT_S = 60.0
+# A download may take as long as sending its bytes at this rate needs (plus a minute):
+# a reader stuck for longer holds a storage stream for nothing.
+MIN_SEND_BYTES_PER_S = 64 * 1024
+_PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_AUTH_CHALLENGE = 'Bearer realm="calljournal"'
+
+# Werkzeug's HTTP errors as error codes (the status line keeps the precise status).
+_HTTP_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.INVALID_ARGUMENT,
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.UNIMPLEMENTED,
+    408: ErrorCode.DEADLINE_EXCEEDED,
+    409: ErrorCode.ABORTED,
+    410: ErrorCode.GONE,
+    411: ErrorCode.INVALID_ARGUMENT,
+    413: ErrorCode.RESOURCE_EXHAUSTED,
+    415: ErrorCode.INVALID_ARGUMENT,
+    416: ErrorCode.OUT_OF_RANGE,
+    429: ErrorCode.RESOURCE_EXHAUSTED,
+    431: ErrorCode.RESOURCE_EXHAUSTED,
+    501: ErrorCode.UNIMPLEMENTED,
+    503: ErrorCode.UNAVAILABLE,
+    504: ErrorCode.DEADLINE_EXCEEDED,
+}
+
+
+def create_rest_app(
+    service: CallJournalService,
+    authenticator: Authenticator,
+    metrics: ApiMetrics,
+    *,
+    max_recording_bytes: int,
+    body_idle_timeout_s: float = DEFAULT_BODY_IDLE_TIMEOUT_S,
+) -> QuartTrio:
+    """The REST application, to be served by `cj_api.rest_server.serve_rest`.
+
+    `max_recording_bytes` bounds uploads (Quart's 16 MB default does not apply; JSON
+    bodies have their own, smaller limits). `body_idle_timeout_s` is how long a request
+    body may stay silent before the request ends with 408.
+    """
+    if max_recording_bytes <= 0:
+        raise ValueError("max_recording_bytes must be positive")
+    if body_idle_timeout_s <= 0:
+        raise ValueError("body_idle_timeout_s must be positive")
+    app = _RestApp(metrics, body_idle_timeout_s)
+    # The upload route streams up to this; JSON routes enforce their own limits.
+    app.config["MAX_CONTENT_LENGTH"] = max_recording_bytes
+    # Bodies are iterated, never awaited whole: the idle timeout above applies instead.
+    app.config["BODY_TIMEOUT"] = None
+    app.config["RESPONSE_TIMEOUT"] = 60.0  # JSON answers; downloads set their own
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False  # only documented methods exist
+    # No redirects (a JSON API answers 404, it does not 308 to a canonical path).
+    app.url_map.strict_slashes = True
+    app.url_map.merge_slashes = False
+
+    routes = _Routes(service, authenticator, metrics, body_idle_timeout_s)
+    routes.register(app)
+    app.register_error_handler(ServiceError, _on_service_error)
+    app.register_error_handler(HTTPException, _on_http_exception)
+    app.register_error_handler(Exception, _on_unexpected_error)
+    return app
+
+
+# --- the application class ---------------------------------------------------------------
+
+
+class _BufferedBody(TrioBody):
+    """Quart's request body plus what backpressure needs: how much is buffered, and a
+    wake-up when the handler takes some."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
+        super().__init__(expected_content_length, max_content_length)
+        self._room = trio.Event()
+        self.received = 0
+
+    @property
+    def complete(self) -> bool:
+        return self._complete.is_set()
+
+    def append(self, data: bytes) -> None:
+        self.received += len(data)
+        super().append(data)
+
+    async def wait_for_room(self) -> None:
+        while (
+            len(self._data) >= BODY_BUFFER_BYTES
+            and not self._complete.is_set()
+            and self._must_raise is None
+        ):
+            self._room = trio.Event()
+            await self._room.wait()
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await super().__anext__()
+        finally:
+            self._room.set()
+
+
+class _RestRequest(TrioRequest):
+    body_class = _BufferedBody
+
+
+class _BackpressureConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's HTTP connection with two changes.
+
+    Backpressure: it waits for the handler to take the buffered body before receiving
+    more (hypercorn then stops reading the socket).
+
+    Disconnects: Quart-Trio cancels the handler on `http.disconnect`, but hypercorn sends
+    that event itself while it processes the last body message of the response, from
+    inside the handler's `send`; the cancellation then aborts hypercorn half-way and a
+    connection whose request body was not read to the end is never closed. A disconnect
+    after the response is complete is therefore not a reason to cancel anything.
+    """
+
+    _response_complete = False
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        async def tracking_send(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self._response_complete = True
+            await send(message)
+
+        await super().__call__(receive, tracking_send)
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: TrioRequest, receive: Callable[[], Awaitable[Any]]
+    ) -> None:
+        body = request.body
+        while True:
+            if isinstance(body, _BufferedBody):
+                await body.wait_for_room()
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                break
+        if not self._response_complete:
+            nursery.cancel_scope.cancel()  # the client is gone: stop working for it
+
+
+class _RestApp(QuartTrio):
+    """QuartTrio plus request metrics, bodiless HEAD answers and body backpressure."""
+
+    asgi_http_class = _BackpressureConnection
+    request_class = _RestRequest
+
+    def __init__(self, metrics: ApiMetrics, body_idle_timeout_s: float) -> None:
+        super().__init__(__name__, static_folder=None)
+        self._metrics = metrics
+        self._body_idle_timeout_s = body_idle_timeout_s
+
+    async def handle_request(self, request: Any) -> Any:
+        started = time.perf_counter()
+        status = 499  # the client went away before it got an answer (nginx's convention)
+        try:
+            response = await super().handle_request(request)
+            if isinstance(response, Response):
+                await self._settle_body(request, response)
+                if request.method == "HEAD":
+                    # Headers as for GET (Content-Length included), never a body: h11
+                    # refuses to send one, and it would be a protocol error anyway.
+                    response.response = DataBody(b"")
+            status = response.status_code
+            return response
+        except Exception:
+            status = 500
+            raise
+        finally:
+            route = _route_label(request)
+            seconds = time.perf_counter() - started
+            self._metrics.observe("rest", route, str(status), seconds)
+            emit = log.debug if request.path in _PROBE_ROUTES else log.info
+            emit(
+                "http_request",
+                method=request.method,
+                route=route,
+                status=status,
+                duration_ms=round(seconds * 1000, 2),
+            )
+
+    async def _settle_body(self, request: Any, response: Response) -> None:
+        """Read a small body the handler left unread (an early error), so the connection
+        can be reused and the client does not meet a reset before reading our answer;
+        a big one is left, and the connection closed after the answer."""
+        body = request.body
+        if not isinstance(body, _BufferedBody) or body.complete:
+            return
+        drained = 0
+        with trio.move_on_after(self._body_idle_timeout_s):
+            try:
+                async for chunk in body:
+                    drained += len(chunk)
+                    if drained > DRAIN_LIMIT_BYTES:
+                        break
+                else:
+                    return
+            except HTTPException:
+                pass  # over MAX_CONTENT_LENGTH: not worth reading
+        if request.http_version.startswith("1"):
+            response.headers["Connection"] = "close"
+
+
+def _route_label(request: Any) -> str:
+    """`METHOD /template` for metrics: the rule, never the raw path (cardinality)."""
+    method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+    rule = getattr(request, "url_rule", None)
+    return f"{method} {rule.rule if rule is not None else 'unmatched'}"
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+class _Routes:
+    def __init__(
+        self,
+        service: CallJournalService,
+        authenticator: Authenticator,
+        metrics: ApiMetrics,
+        body_idle_timeout_s: float,
+    ) -> None:
+        self._service = service
+        self._authenticator = authenticator
+        self._metrics = metrics
+        self._idle_s = body_idle_timeout_s
+        self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
+
+    def register(self, app: QuartTrio) -> None:
+        """Endpoint names are the OpenAPI operationIds (tests hold the two together)."""
+        calls = f"{API_PREFIX}/calls"
+        recording = f"{calls}/<call_uuid>/recording"
+        add = app.add_url_rule
+        add(calls, "addCall", self.add_call, methods=["POST"])
+        add(calls, "searchCalls", self.search_calls, methods=["GET"])
+        add(f"{calls}:batch", "addCalls", self.add_calls, methods=["POST"])
+        add(f"{calls}:check", "checkCalls", self.check_calls, methods=["POST"])
+        add(f"{calls}/<call_uuid>", "getCall", self.get_call, methods=["GET"])
+        add(recording, "uploadRecording", self.upload_recording, methods=["PUT"])
+        add(recording, "downloadRecording", self.download_recording, methods=["GET", "HEAD"])
+        add("/healthz", "healthz", self.healthz, methods=["GET"])
+        add("/readyz", "readyz", self.readyz, methods=["GET"])
+        add("/metrics", "metrics", self.metrics, methods=["GET"])
+        add(f"{API_PREFIX}/openapi.json", "getOpenApi", self.get_openapi, methods=["GET"])
+
+    # --- ingest ---------------------------------------------------------------------
+
+    async def add_call(self) -> Response:
+        principal = self._principal(Role.AGENT)
+        call = call_from_json(await self._read_json(MAX_JSON_BYTES))
+        outcome = await self._service.add_call(principal, call)
+        status = 201 if outcome is UpsertOutcome.INSERTED else 200
+        return _json(add_call_outcome_to_json(outcome), status)
+
+    async def add_calls(self) -> Response:
+        principal = self._principal(Role.AGENT)
+        items = batch_items_from_json(await self._read_json(MAX_BATCH_BYTES), MAX_BATCH_CALLS)
+        result = await self._service.add_calls(principal, _iterate(items))
+        return _json(add_calls_result_to_json(result))
+
+    async def check_calls(self) -> Response:
+        principal = self._principal(Role.AGENT)
+        uuids = check_uuids_from_json(await self._read_json(MAX_JSON_BYTES), MAX_CHECK_UUIDS)
+        states = await self._service.check_calls(principal, uuids)
+        return _json({"calls": [call_state_to_json(state) for state in states]})
+
+    async def upload_recording(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.AGENT)
+        target = parse_uuid(call_uuid, "call_uuid")
+        header = upload_header_from_headers(target, request.headers)
+        chunks = _IdleTimeoutChunks(request.body, self._idle_s)
+        try:
+            result = await self._service.upload_recording(principal, header, chunks)
+        except ServiceError as exc:
+            raise _name_upload_header(exc) from None
+        location = f"{API_PREFIX}/calls/{target}/recording"
+        status = 200 if result.duplicate else 201
+        return _json(upload_result_to_json(result), status, {"Location": location})
+
+    # --- reading --------------------------------------------------------------------
+
+    async def search_calls(self) -> Response:
+        principal = self._principal(Role.READER)
+        params = request.args.to_dict(flat=False)
+        # Built inside the service, after its role check: validation errors come second.
+        page = await self._service.search(principal, lambda: search_query_from_params(params))
+        return _json(
+            {
+                "calls": [record_to_json(record) for record in page.records],
+                "next_page_token": page.next_page_token,
+            }
+        )
+
+    async def get_call(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.READER)
+        record = await self._service.get_call(principal, parse_uuid(call_uuid, "call_uuid"))
+        return _json(record_to_json(record, include_raw=True))
+
+    async def download_recording(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.READER)
+        target = parse_uuid(call_uuid, "call_uuid")
+        info = await self._service.prepare_download(principal, target)
+        headers = _download_headers(info)
+        if etag_matches(request.headers.get("If-None-Match"), info.etag):
+            return Response(b"", 304, headers)
+        chosen = select_range(
+            request.headers.get("Range"), request.headers.get("If-Range"), info.etag, info.size
+        )
+        start, end = (0, info.size) if chosen is None else (chosen.start, chosen.end)
+        if chosen is not None:
+            headers["Content-Range"] = chosen.content_range
+        status = 200 if chosen is None else 206
+        if request.method == "HEAD":
+            body: ResponseBody = DataBody(b"")
+        else:
+            body = await _StreamBody.open(self._service, info, start, end)
+        response = Response(body, status, headers, content_type=info.content_type)
+        response.headers["Content-Length"] = str(end - start)
+        response.timeout = 60.0 + (end - start) / MIN_SEND_BYTES_PER_S
+        return response
+
+    # --- operations -----------------------------------------------------------------
+
+    async def healthz(self) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self) -> Response:
+        await self._service.ready()
+        return _json({"status": "ready"})
+
+    async def metrics(self) -> Response:
+        return Response(self._metrics.render(), 200, content_type=CONTENT_TYPE_LATEST)
+
+    async def get_openapi(self) -> Response:
+        return Response(self._openapi, 200, content_type="application/json")
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _principal(self, role: Role) -> Principal:
+        principal = self._authenticator.authenticate(request.headers.get("Authorization"))
+        require(principal, role)
+        return principal
+
+    async def _read_json(self, limit: int) -> Any:
+        """The request's JSON document, read with a size limit and the idle timeout."""
+        media_type = (request.headers.get("Content-Type") or "").split(";", 1)[0]
+        if media_type.strip().lower() != "application/json":
+            raise RestError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"send the body as application/json, not {media_type.strip() or 'nothing'!r}",
+                status=415,
+                field="Content-Type",
+            )
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise _too_large(limit)
+        data = bytearray()
+        async for chunk in _IdleTimeoutChunks(request.body, self._idle_s):
+            data += chunk
+            if len(data) > limit:
+                raise _too_large(limit)
+        if len(data) > PARSE_IN_THREAD_BYTES:
+            return await trio.to_thread.run_sync(parse_json, bytes(data))
+        return parse_json(bytes(data))
+
+
+def _too_large(limit: int) -> ServiceError:
+    return ServiceError.resource_exhausted(
+        f"the request body is over the limit of {limit} bytes for this operation",
+        field="body",
+    )
+
+
+async def _iterate(items: list[Call | InvalidCall]) -> AsyncIterator[Call | InvalidCall]:
+    for item in items:
+        yield item
+
+
+# Which header a field of the service's UploadHeader came from, for REST error messages.
+def _name_upload_header(error: ServiceError) -> ServiceError:
+    names = {
+        "size": "X-Content-Length" if "Content-Length" not in request.headers else "Content-Length",
+        "sha256": "X-Content-SHA256"
+        if "X-Content-SHA256" in request.headers or "Content-Digest" not in request.headers
+        else "Content-Digest",
+        "file_name": "X-File-Name",
+    }
+    if error.field not in names:
+        return error
+    renamed = ServiceError(error.code, error.message, field=names[error.field])
+    renamed.__cause__ = error.__cause__
+    return renamed
+
+
+def _download_headers(info: DownloadInfo) -> dict[str, str]:
+    headers = {
+        "ETag": info.etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{info.file_name}"',
+        # Authenticated content: a shared cache must not keep it.
+        "Cache-Control": "private, no-cache",
+    }
+    if info.duration_ms is not None:
+        headers["X-Duration-Ms"] = str(info.duration_ms)
+    return headers
+
+
+class _IdleTimeoutChunks:
+    """A request body's chunks; RequestTimeout (408) when none comes for `timeout_s`.
+
+    A class, not an async generator, so abandoning it early needs no finalisation.
+    """
+
+    def __init__(self, body: Any, timeout_s: float) -> None:
+        self._body = body
+        self._timeout_s = timeout_s
+
+    def __aiter__(self) -> _IdleTimeoutChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            with trio.move_on_after(self._timeout_s):
+                chunk: bytes = await self._body.__anext__()  # StopAsyncIteration ends us
+                if chunk:
+                    return chunk
+                continue
+            raise RequestTimeout(
+                f"the request body stalled: nothing received for {self._timeout_s:g} s"
+            )
+
+
+class _StreamBody(ResponseBody):
+    """A download's bytes: the storage stream is opened before the answer is chosen (so
+    a missing object is still a clean error), and closed when sending ends."""
+
+    def __init__(self, stream: AsyncIterator[bytes], stack: AsyncExitStack, call_uuid: str):
+        self._stream = stream
+        self._stack = stack
+        self._call_uuid = call_uuid
+
+    @classmethod
+    async def open(
+        cls, service: CallJournalService, info: DownloadInfo, start: int, end: int
+    ) -> _StreamBody:
+        stack = AsyncExitStack()
+        try:
+            stream = await stack.enter_async_context(service.open_download(info, start, end))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stack.aclose()
+            raise
+        return cls(stream, stack, str(info.call_uuid))
+
+    async def __aenter__(self) -> _StreamBody:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_value is not None and not isinstance(exc_value, trio.Cancelled):
+            # Headers are gone: the client sees a body shorter than Content-Length.
+            log.warning("download_interrupted", call_uuid=self._call_uuid, error=str(exc_value))
+        with trio.CancelScope(shield=True):
+            await self._stack.aclose()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(text, status, headers, content_type="application/json")
+
+
+def _error(error: ServiceError, status: int, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": error.to_dict()}, status, headers)
+
+
+async def _on_service_error(error: ServiceError) -> Response:
+    status = error.http_status if isinstance(error, RestError) else error.code.http_status
+    headers = dict(error.headers) if isinstance(error, RestError) else {}
+    if error.code is ErrorCode.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = _AUTH_CHALLENGE
+    if status >= 500:
+        log.warning("rest_error", code=error.code.value, message=error.message, path=request.path)
+    return _error(error, status, headers)
+
+
+async def _on_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _HTTP_CODES.get(status) or (
+        ErrorCode.INVALID_ARGUMENT if status < 500 else ErrorCode.INTERNAL
+    )
+    headers = {name: value for name, value in error.get_headers() if name.lower() == "allow"}
+    path = request.path[:200]
+    if status == 404:
+        message = f"no such resource: {path}"
+    elif status == 405:
+        allowed = headers.get("Allow", "")
+        message = f"{request.method[:16]} is not allowed on {path} (allowed: {allowed})"
+    elif status == 413:
+        message = "the request body is too large"
+        limit = request.max_content_length
+        if limit is not None:
+            message += f" (limit: {limit} bytes)"
+    else:
+        message = error.description or error.name
+    return _error(ServiceError(code, message), status, headers)
+
+
+async def _on_unexpected_error(error: Exception) -> Response:
+    log.error(
+        "rest_unexpected_error",
+        method=request.method,
+        route=_route_label(request),
+        exc_info=error,
+    )
+    return _error(ServiceError.internal(), 500)
