@@ -28,8 +28,9 @@ from cj.config.schema import ALL_SECTIONS
 T = TypeVar("T")
 
 ENV_PREFIX = "CJ_"
-# CJ_* variables that are not settings.
-RESERVED_ENV = ("CJ_CONFIG", "CJ_TEST_", "CJ_DEV_", "CJ_BENCH_")
+# CJ_* variables that are not settings (CJ_SQL_DIR: where `cj migrate` finds sql/, set in
+# the Docker image, whose daemons must not refuse it).
+RESERVED_ENV = ("CJ_CONFIG", "CJ_SQL_DIR", "CJ_TEST_", "CJ_DEV_", "CJ_BENCH_")
 
 
 class ConfigError(Exception):
