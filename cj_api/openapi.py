@@ -395,7 +395,8 @@ def _paths() -> dict[str, Schema]:
                     _query(
                         "page_token",
                         {"type": "string", "maxLength": 512},
-                        "next_page_token of the previous page of the same query",
+                        "next_page_token of the previous page of the same query (opaque; a "
+                        "token not issued for this query is refused with 400)",
                     ),
                 ],
                 "responses": _responses(
@@ -467,7 +468,8 @@ def _paths() -> dict[str, Schema]:
                     _header(
                         "X-Content-Length",
                         {"type": "integer", "minimum": 0},
-                        "the body's size when it is sent chunked (no Content-Length)",
+                        "the body's size when it is sent chunked (no Content-Length); if both "
+                        "are sent they must agree",
                     ),
                     _header(
                         "X-File-Name",

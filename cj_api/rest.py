@@ -364,7 +364,11 @@ class _Routes:
         principal = self._principal(Role.AGENT)
         target = parse_uuid(call_uuid, "call_uuid")
         header = upload_header_from_headers(target, request.headers)
-        chunks = _IdleTimeoutChunks(request.body, self._idle_s)
+        # Bounded here too: a duplicate upload's body is drained, not checked, by the service.
+        size_field = "Content-Length" if request.content_length is not None else "X-Content-Length"
+        chunks = _IdleTimeoutChunks(
+            request.body, self._idle_s, max_bytes=header.size, size_field=size_field
+        )
         try:
             result = await self._service.upload_recording(principal, header, chunks)
         except ServiceError as exc:
@@ -502,14 +506,25 @@ def _download_headers(info: DownloadInfo) -> dict[str, str]:
 
 
 class _IdleTimeoutChunks:
-    """A request body's chunks; RequestTimeout (408) when none comes for `timeout_s`.
+    """A request body's chunks; RequestTimeout (408) when none comes for `timeout_s`,
+    INVALID_ARGUMENT naming `size_field` once more than `max_bytes` arrived.
 
     A class, not an async generator, so abandoning it early needs no finalisation.
     """
 
-    def __init__(self, body: Any, timeout_s: float) -> None:
+    def __init__(
+        self,
+        body: Any,
+        timeout_s: float,
+        *,
+        max_bytes: int | None = None,
+        size_field: str = "Content-Length",
+    ) -> None:
         self._body = body
         self._timeout_s = timeout_s
+        self._max_bytes = max_bytes
+        self._size_field = size_field
+        self._received = 0
 
     def __aiter__(self) -> _IdleTimeoutChunks:
         return self
@@ -519,6 +534,13 @@ class _IdleTimeoutChunks:
             with trio.move_on_after(self._timeout_s):
                 chunk: bytes = await self._body.__anext__()  # StopAsyncIteration ends us
                 if chunk:
+                    self._received += len(chunk)
+                    if self._max_bytes is not None and self._received > self._max_bytes:
+                        # Only a chunked body can do this (h11 enforces Content-Length).
+                        raise ServiceError.invalid(
+                            self._size_field,
+                            f"the body is longer than the declared {self._max_bytes} bytes",
+                        )
                     return chunk
                 continue
             raise RequestTimeout(

@@ -221,18 +221,18 @@ def call_from_json(data: object, prefix: str = "call") -> Call:
     def field(name: str) -> str:
         return f"{prefix}.{name}"
 
-    def text(name: str, default: str = "") -> str:
+    # Absent fields take the model's defaults; null is only accepted where the schema
+    # says nullable (answered_at, ended_at, sip_code, recording_name, raw).
+    def text(name: str, default: str = "", *, nullable: bool = False) -> str:
         value = data.get(name, default)
-        if value is None:
+        if value is None and nullable:
             return default
         if not isinstance(value, str):
             raise ServiceError.invalid(field(name), "must be a string")
         return value
 
-    def integer(name: str, default: int | None) -> int | None:
+    def integer(name: str, default: int) -> int:
         value = data.get(name, default)
-        if value is None:
-            return default
         if isinstance(value, bool) or not isinstance(value, int):
             raise ServiceError.invalid(field(name), "must be an integer")
         return value
@@ -243,22 +243,20 @@ def call_from_json(data: object, prefix: str = "call") -> Call:
         except ValueError as exc:
             raise ServiceError.invalid(field(name), str(exc)) from None
 
-    direction_text = text("direction", Direction.UNKNOWN.value)
     try:
-        direction = Direction(direction_text)
+        direction = Direction(text("direction", Direction.UNKNOWN.value))
     except ValueError:
         allowed = ", ".join(d.value for d in Direction)
         raise ServiceError.invalid(field("direction"), f"must be one of {allowed}") from None
     private = data.get("private", False)
-    if private is None:
-        private = False
     if not isinstance(private, bool):
         raise ServiceError.invalid(field("private"), "must be true or false")
-    raw = data.get("raw", {})
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
+    raw = data.get("raw")
+    if raw is not None and not isinstance(raw, dict):
         raise ServiceError.invalid(field("raw"), "must be a JSON object")
+    sip_code = data.get("sip_code")
+    if sip_code is not None and (isinstance(sip_code, bool) or not isinstance(sip_code, int)):
+        raise ServiceError.invalid(field("sip_code"), "must be an integer")
     try:
         return Call(
             uuid=parse_uuid(data["uuid"], field("uuid")),
@@ -270,15 +268,15 @@ def call_from_json(data: object, prefix: str = "call") -> Call:
             direction=direction,
             source=text("source"),
             caller_name=text("caller_name"),
-            duration_s=integer("duration_s", 0) or 0,
-            billsec=integer("billsec", 0) or 0,
+            duration_s=integer("duration_s", 0),
+            billsec=integer("billsec", 0),
             hangup_cause=text("hangup_cause"),
             hangup_side=text("hangup_side"),
-            sip_code=integer("sip_code", None),
+            sip_code=sip_code,
             private=private,
             # As in gRPC (proto3 strings), an empty name means "no name".
-            recording_name=text("recording_name") or None,
-            raw=raw,
+            recording_name=text("recording_name", nullable=True) or None,
+            raw=raw or {},
         )
     except ModelError as exc:
         raise ServiceError.invalid(field(exc.field), exc.reason) from None
@@ -449,9 +447,9 @@ def search_query_from_params(params: Mapping[str, Sequence[str]]) -> SearchQuery
     limit_text = single.get("limit")
     limit = DEFAULT_LIMIT
     if limit_text is not None:
-        if not _DIGITS.match(limit_text.strip()):
+        if not re.fullmatch(r"[0-9]+", limit_text.strip()):
             raise ServiceError.invalid("limit", "must be an integer")
-        limit = int(limit_text)
+        limit = int(limit_text)  # SearchQuery checks the range
     try:
         return SearchQuery(
             phone=phone,
@@ -535,8 +533,14 @@ def _declared_size(headers: Headers) -> int:
     return length if length is not None else declared  # type: ignore[return-value]
 
 
-def _size_header(headers: Headers, name: str) -> int | None:
+def _header(headers: Headers, name: str) -> str | None:
+    """A header's value; an empty one counts as absent."""
     value = headers.get(name)
+    return value if value is not None and value.strip() else None
+
+
+def _size_header(headers: Headers, name: str) -> int | None:
+    value = _header(headers, name)
     if value is None:
         return None
     if not _DIGITS.match(value.strip()):
@@ -545,8 +549,8 @@ def _size_header(headers: Headers, name: str) -> int | None:
 
 
 def _declared_sha256(headers: Headers) -> str:
-    hex_value = headers.get("X-Content-SHA256")
-    digest_value = headers.get("Content-Digest")
+    hex_value = _header(headers, "X-Content-SHA256")
+    digest_value = _header(headers, "Content-Digest")
     from_hex = None
     if hex_value is not None:
         if not _HEX_SHA256.match(hex_value.strip()):

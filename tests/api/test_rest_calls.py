@@ -112,6 +112,9 @@ BAD_CALLS: list[tuple[dict[str, Any], str]] = [
     ({"hangup_cause": "a\x00b"}, "call.hangup_cause"),
     ({"colour": "blue"}, "call.colour"),  # unknown fields are refused
     ({"destination_number": None}, "call.destination_number"),
+    ({"private": None}, "call.private"),  # null only where the schema says nullable
+    ({"hangup_side": None}, "call.hangup_side"),
+    ({"sip_code": "200"}, "call.sip_code"),
 ]
 
 

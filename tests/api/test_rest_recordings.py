@@ -181,11 +181,24 @@ async def test_chunked_upload_declares_its_size(rest_server: RestServer) -> None
                 content=chunks(),
                 headers=upload_headers(data, **{"X-Content-Length": str(len(data) - 1)}),
             )
+
+            async def overlong_duplicate() -> AsyncIterator[bytes]:
+                async for chunk in chunks():
+                    yield chunk
+                yield b"\x00" * 65536  # small enough for the server to read it all
+
+            # A duplicate's body is drained unchecked by the service: still bounded.
+            overflowing = await agent.put(
+                f"/api/v1/calls/{call.uuid}/recording",
+                content=overlong_duplicate(),
+                headers=upload_headers(data, **{"X-Content-Length": str(len(data))}),
+            )
         assert without.status_code == 411
         assert without.json()["error"]["field"] == "Content-Length"
         assert (declared.status_code, declared.json()["size"]) == (201, len(data))
-        assert short.status_code == 400
-        assert short.json()["error"]["field"] == "X-Content-Length"
+        for refused in (short, overflowing):
+            assert refused.status_code == 400
+            assert refused.json()["error"]["field"] == "X-Content-Length"
         await assert_nothing_left(stack, kept={str(call.uuid)})
 
 
