@@ -28,8 +28,10 @@ test-long: venv
 proto: venv
 	$(BIN)/python tools/gen_proto.py
 
-run: venv
-	./scripts/run.sh
+# docker compose when a Docker engine answers, else natively (`cj dev`); the script
+# makes the venv itself when it needs one. Options: make run ARGS="--rest-port 8081"
+run:
+	MAKE="$(MAKE)" VENV="$(VENV)" ./scripts/run.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
