@@ -283,19 +283,26 @@ class _RestApp(QuartTrio):
         body = request.body
         if not isinstance(body, _BufferedBody) or body.complete:
             return
+        declared = request.content_length
+        worth_reading = declared is None or declared - body.received <= DRAIN_LIMIT_BYTES
+        if worth_reading and await self._drain(body):
+            return
+        if request.http_version.startswith("1"):  # HTTP/2 resets just the stream
+            response.headers["Connection"] = "close"
+
+    async def _drain(self, body: _BufferedBody) -> bool:
+        """Read and drop the rest of `body`; False if it is too big, too slow or refused."""
         drained = 0
         with trio.move_on_after(self._body_idle_timeout_s):
             try:
                 async for chunk in body:
                     drained += len(chunk)
                     if drained > DRAIN_LIMIT_BYTES:
-                        break
-                else:
-                    return
+                        return False
             except HTTPException:
-                pass  # over MAX_CONTENT_LENGTH: not worth reading
-        if request.http_version.startswith("1"):
-            response.headers["Connection"] = "close"
+                return False  # over MAX_CONTENT_LENGTH
+            return True
+        return False
 
 
 def _route_label(request: Any) -> str:

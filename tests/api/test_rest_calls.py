@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +15,7 @@ from cj.db.calls import upsert_call
 from cj.db.recordings import create_recording
 from cj_api.rest import MAX_BATCH_BYTES, MAX_JSON_BYTES
 from cj_api.rest_codec import MAX_BATCH_CALLS, format_timestamp
-from tests.api.conftest import AGENT_TOKEN, READER_TOKEN, RestServer
+from tests.api.conftest import AGENT_TOKEN, READER_TOKEN, RestServer, raw_exchange
 from tests.factories import BASE_TIME, make_call
 
 TIMEOUT_S = 20
@@ -155,23 +157,30 @@ async def test_add_call_rejects_bad_bodies(rest_server: RestServer) -> None:
 
 async def test_json_bodies_over_their_limit_are_413(rest_server: RestServer) -> None:
     with trio.fail_after(TIMEOUT_S):
-        big = call_json(raw={"blob": "x" * MAX_JSON_BYTES})
+        # Declared too big: refused before the body is read (none is sent here).
+        head = (
+            "POST /api/v1/calls HTTP/1.1\r\nHost: test\r\n"
+            f"Authorization: Bearer {AGENT_TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {MAX_JSON_BYTES + 1}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        declared = await raw_exchange(rest_server.port, head)
+        assert declared is not None and declared.status == 413
+        assert declared.headers["connection"] == "close"
+        declared_error = json.loads(declared.body)["error"]
+        # Sent chunked (no Content-Length to refuse up front): refused once over the limit.
+        payload = json.dumps(call_json(raw={"blob": "x" * MAX_JSON_BYTES})).encode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(payload), 65536):
+                yield payload[start : start + 65536]
+
         async with rest_server.client(AGENT_TOKEN) as agent:
-            answer = await agent.post("/api/v1/calls", json=big)
-            # The same with a chunked body (no Content-Length to refuse up front).
-            payload = answer.request.content
-
-            async def chunks() -> Any:
-                for start in range(0, len(payload), 65536):
-                    yield payload[start : start + 65536]
-
             chunked = await agent.post(
                 "/api/v1/calls", content=chunks(), headers={"Content-Type": "application/json"}
             )
-        for response in (answer, chunked):
-            assert response.status_code == 413
-            error = response.json()["error"]
-            assert error["code"] == "RESOURCE_EXHAUSTED"
+        assert chunked.status_code == 413
+        for error in (declared_error, chunked.json()["error"]):
+            assert (error["code"], error["field"]) == ("RESOURCE_EXHAUSTED", "body")
             assert str(MAX_JSON_BYTES) in error["message"]
         assert MAX_BATCH_BYTES > MAX_JSON_BYTES
 

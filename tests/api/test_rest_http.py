@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+from hashlib import sha256
 from pathlib import Path
 
 import httpx
@@ -12,10 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from cj.config import ApiConfig, AuthConfig, DatabaseConfig, StorageConfig
+from cj.db.calls import upsert_call
 from cj.pgcluster import free_port
 from cj_api.metrics import CONTENT_TYPE_LATEST
 from cj_api.openapi import document
 from tests.api.conftest import (
+    BOTH_TOKEN,
     READER_TOKEN,
     RestServer,
     ServiceStack,
@@ -23,6 +28,7 @@ from tests.api.conftest import (
     raw_exchange,
     running_rest_server,
 )
+from tests.factories import make_call
 
 TIMEOUT_S = 20
 
@@ -139,3 +145,23 @@ async def test_error_bodies_are_json_even_for_binary_routes(rest_server: RestSer
         assert answer.status_code == 404
         assert answer.headers["Content-Type"] == "application/json"
         assert json.loads(answer.content)["error"]["code"] == "NOT_FOUND"
+
+
+async def test_http2_upload_and_download(rest_server: RestServer) -> None:
+    """HTTP/2 with prior knowledge (h2c): streamed upload, range and HEAD answers."""
+    with trio.fail_after(TIMEOUT_S):
+        call = make_call()
+        await rest_server.stack.db.run(functools.partial(upsert_call, call=call))
+        data = os.urandom(1_500_000)
+        path = f"/api/v1/calls/{call.uuid}/recording"
+        headers = {"Content-Type": "audio/wav", "X-Content-SHA256": sha256(data).hexdigest()}
+        async with rest_server.client(BOTH_TOKEN, http1=False, http2=True) as client:
+            uploaded = await client.put(path, content=data, headers=headers)
+            ranged = await client.get(path, headers={"Range": "bytes=-100"})
+            head = await client.head(path)
+            refused = await client.put(path, content=b"other", headers=headers)
+        assert uploaded.http_version == "HTTP/2"
+        assert uploaded.status_code == 201
+        assert (ranged.status_code, ranged.content) == (206, data[-100:])
+        assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(data)))
+        assert refused.status_code == 409
