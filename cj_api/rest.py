@@ -24,7 +24,17 @@ malformed HTTP with 400) are hypercorn's and have empty bodies.
 Request bodies are streamed with backpressure: the server stops reading from the socket
 while more than `BODY_BUFFER_BYTES` wait for the handler, so a fast client uploading to a
 slow storage does not fill the memory. A body that stays silent for `body_idle_timeout_s`
-ends the request with 408.
+ends the request with 408. A request refused before its body was read (wrong token,
+unknown call, too big) has a small body drained so the connection stays usable; a big
+one is not read: the answer says `Connection: close` and the connection is closed.
+
+Decisions worth knowing as a client:
+- Uploads need their size up front: `Content-Length`, or `X-Content-Length` with a
+  chunked body (411 otherwise; if both are sent they must agree).
+- A Range header asking for several ranges, another unit, or malformed, is ignored: the
+  whole file is sent with 200 (RFC 9110 allows it; no multipart answers). An
+  unsatisfiable single range is 416 with `Content-Range: bytes */size`.
+- HEAD of a recording is audited like a download (it reveals the same metadata).
 """
 
 from __future__ import annotations
