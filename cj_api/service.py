@@ -217,7 +217,7 @@ class CallJournalService:
         existing = record.recording
         if existing is not None:
             if existing.original_sha256 == header.sha256 and existing.original_size == header.size:
-                await _drain(chunks)  # answer after the client finished sending
+                await _drain(chunks, header.size)  # answer after the client finished sending
                 return UploadResult(True, existing.original_size, header.sha256, existing.status)
             raise _conflict(header.call_uuid)
 
@@ -486,6 +486,10 @@ async def _discard(storage: Storage, key: str) -> None:
             log.warning("orphan_upload_not_deleted", key=key, error=str(exc))
 
 
-async def _drain(chunks: AsyncIterable[bytes]) -> None:
-    async for _ in chunks:
-        pass
+async def _drain(chunks: AsyncIterable[bytes], declared: int) -> None:
+    """Read and drop an upload we already have, holding the client to its declared size."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > declared:
+            raise ServiceError.invalid("size", f"received more than the declared {declared} bytes")
