@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from types import TracebackType
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -51,9 +49,7 @@ import trio
 from quart import Response, request
 from quart.wrappers.response import DataBody, ResponseBody
 from quart_trio import QuartTrio
-from quart_trio.asgi import TrioASGIHTTPConnection
-from quart_trio.wrappers.request import TrioBody, TrioRequest
-from werkzeug.exceptions import HTTPException, RequestTimeout
+from werkzeug.exceptions import HTTPException
 
 from cj.auth import Authenticator, Principal, require
 from cj.config import Role
@@ -80,6 +76,13 @@ from cj_api.rest_codec import (
     upload_header_from_headers,
     upload_result_to_json,
 )
+from cj_api.rest_streaming import (
+    BackpressureConnection,
+    BufferedBody,
+    IdleTimeoutChunks,
+    StreamBody,
+    StreamingRequest,
+)
 from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, DownloadInfo, InvalidCall
 
 __all__ = [
@@ -95,7 +98,6 @@ log = structlog.get_logger(__name__)
 API_PREFIX = "/api/v1"
 MAX_JSON_BYTES = 1024 * 1024  # one call, or a check of 1,000 uuids
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # 10,000 calls with FreeSWITCH-sized raw documents
-BODY_BUFFER_BYTES = 1024 * 1024  # read no more from the socket while this much waits
 DRAIN_LIMIT_BYTES = 1024 * 1024  # read a small unread body before answering, keep-alive
 PARSE_IN_THREAD_BYTES = 256 * 1024  # bigger JSON documents are decoded off the event loop
 DEFAULT_BODY_IDLE_TIMEOUT_S = 60.0
@@ -168,89 +170,11 @@ def create_rest_app(
 # --- the application class ---------------------------------------------------------------
 
 
-class _BufferedBody(TrioBody):
-    """Quart's request body plus what backpressure needs: how much is buffered, and a
-    wake-up when the handler takes some."""
-
-    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
-        super().__init__(expected_content_length, max_content_length)
-        self._room = trio.Event()
-        self.received = 0
-
-    @property
-    def complete(self) -> bool:
-        return self._complete.is_set()
-
-    def append(self, data: bytes) -> None:
-        self.received += len(data)
-        super().append(data)
-
-    async def wait_for_room(self) -> None:
-        while (
-            len(self._data) >= BODY_BUFFER_BYTES
-            and not self._complete.is_set()
-            and self._must_raise is None
-        ):
-            self._room = trio.Event()
-            await self._room.wait()
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await super().__anext__()
-        finally:
-            self._room.set()
-
-
-class _RestRequest(TrioRequest):
-    body_class = _BufferedBody
-
-
-class _BackpressureConnection(TrioASGIHTTPConnection):
-    """Quart-Trio's HTTP connection with two changes.
-
-    Backpressure: it waits for the handler to take the buffered body before receiving
-    more (hypercorn then stops reading the socket).
-
-    Disconnects: Quart-Trio cancels the handler on `http.disconnect`, but hypercorn sends
-    that event itself while it processes the last body message of the response, from
-    inside the handler's `send`; the cancellation then aborts hypercorn half-way and a
-    connection whose request body was not read to the end is never closed. A disconnect
-    after the response is complete is therefore not a reason to cancel anything.
-    """
-
-    _response_complete = False
-
-    async def __call__(self, receive: Any, send: Any) -> None:
-        async def tracking_send(message: Any) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                self._response_complete = True
-            await send(message)
-
-        await super().__call__(receive, tracking_send)
-
-    async def handle_messages(  # type: ignore[override]
-        self, nursery: trio.Nursery, request: TrioRequest, receive: Callable[[], Awaitable[Any]]
-    ) -> None:
-        body = request.body
-        while True:
-            if isinstance(body, _BufferedBody):
-                await body.wait_for_room()
-            message = await receive()
-            if message["type"] == "http.request":
-                body.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    body.set_complete()
-            elif message["type"] == "http.disconnect":
-                break
-        if not self._response_complete:
-            nursery.cancel_scope.cancel()  # the client is gone: stop working for it
-
-
 class _RestApp(QuartTrio):
     """QuartTrio plus request metrics, bodiless HEAD answers and body backpressure."""
 
-    asgi_http_class = _BackpressureConnection
-    request_class = _RestRequest
+    asgi_http_class = BackpressureConnection
+    request_class = StreamingRequest
 
     def __init__(self, metrics: ApiMetrics, body_idle_timeout_s: float) -> None:
         super().__init__(__name__, static_folder=None)
@@ -291,7 +215,7 @@ class _RestApp(QuartTrio):
         can be reused and the client does not meet a reset before reading our answer;
         a big one is left, and the connection closed after the answer."""
         body = request.body
-        if not isinstance(body, _BufferedBody) or body.complete:
+        if not isinstance(body, BufferedBody) or body.complete:
             return
         declared = request.content_length
         worth_reading = declared is None or declared - body.received <= DRAIN_LIMIT_BYTES
@@ -300,7 +224,7 @@ class _RestApp(QuartTrio):
         if request.http_version.startswith("1"):  # HTTP/2 resets just the stream
             response.headers["Connection"] = "close"
 
-    async def _drain(self, body: _BufferedBody) -> bool:
+    async def _drain(self, body: BufferedBody) -> bool:
         """Read and drop the rest of `body`; False if it is too big, too slow or refused."""
         drained = 0
         with trio.move_on_after(self._body_idle_timeout_s):
@@ -383,7 +307,7 @@ class _Routes:
         header = upload_header_from_headers(target, request.headers)
         # Bounded here too: a duplicate upload's body is drained, not checked, by the service.
         size_field = "Content-Length" if request.content_length is not None else "X-Content-Length"
-        chunks = _IdleTimeoutChunks(
+        chunks = IdleTimeoutChunks(
             request.body, self._idle_s, max_bytes=header.size, size_field=size_field
         )
         try:
@@ -430,7 +354,7 @@ class _Routes:
         if request.method == "HEAD":
             body: ResponseBody = DataBody(b"")
         else:
-            body = await _StreamBody.open(self._service, info, start, end)
+            body = await StreamBody.open(self._service, info, start, end)
         response = Response(body, status, headers, content_type=info.content_type)
         response.headers["Content-Length"] = str(end - start)
         response.timeout = 60.0 + (end - start) / MIN_SEND_BYTES_PER_S
@@ -472,7 +396,7 @@ class _Routes:
         if declared is not None and declared > limit:
             raise _too_large(limit)
         data = bytearray()
-        async for chunk in _IdleTimeoutChunks(request.body, self._idle_s):
+        async for chunk in IdleTimeoutChunks(request.body, self._idle_s):
             data += chunk
             if len(data) > limit:
                 raise _too_large(limit)
@@ -520,90 +444,6 @@ def _download_headers(info: DownloadInfo) -> dict[str, str]:
     if info.duration_ms is not None:
         headers["X-Duration-Ms"] = str(info.duration_ms)
     return headers
-
-
-class _IdleTimeoutChunks:
-    """A request body's chunks; RequestTimeout (408) when none comes for `timeout_s`,
-    INVALID_ARGUMENT naming `size_field` once more than `max_bytes` arrived.
-
-    A class, not an async generator, so abandoning it early needs no finalisation.
-    """
-
-    def __init__(
-        self,
-        body: Any,
-        timeout_s: float,
-        *,
-        max_bytes: int | None = None,
-        size_field: str = "Content-Length",
-    ) -> None:
-        self._body = body
-        self._timeout_s = timeout_s
-        self._max_bytes = max_bytes
-        self._size_field = size_field
-        self._received = 0
-
-    def __aiter__(self) -> _IdleTimeoutChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while True:
-            with trio.move_on_after(self._timeout_s):
-                chunk: bytes = await self._body.__anext__()  # StopAsyncIteration ends us
-                if chunk:
-                    self._received += len(chunk)
-                    if self._max_bytes is not None and self._received > self._max_bytes:
-                        # Only a chunked body can do this (h11 enforces Content-Length).
-                        raise ServiceError.invalid(
-                            self._size_field,
-                            f"the body is longer than the declared {self._max_bytes} bytes",
-                        )
-                    return chunk
-                continue
-            raise RequestTimeout(
-                f"the request body stalled: nothing received for {self._timeout_s:g} s"
-            )
-
-
-class _StreamBody(ResponseBody):
-    """A download's bytes: the storage stream is opened before the answer is chosen (so
-    a missing object is still a clean error), and closed when sending ends."""
-
-    def __init__(self, stream: AsyncIterator[bytes], stack: AsyncExitStack, call_uuid: str):
-        self._stream = stream
-        self._stack = stack
-        self._call_uuid = call_uuid
-
-    @classmethod
-    async def open(
-        cls, service: CallJournalService, info: DownloadInfo, start: int, end: int
-    ) -> _StreamBody:
-        stack = AsyncExitStack()
-        try:
-            stream = await stack.enter_async_context(service.open_download(info, start, end))
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stack.aclose()
-            raise
-        return cls(stream, stack, str(info.call_uuid))
-
-    async def __aenter__(self) -> _StreamBody:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_value is not None and not isinstance(exc_value, trio.Cancelled):
-            # Headers are gone: the client sees a body shorter than Content-Length.
-            log.warning("download_interrupted", call_uuid=self._call_uuid, error=str(exc_value))
-        with trio.CancelScope(shield=True):
-            await self._stack.aclose()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._stream
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -14,18 +14,18 @@ from werkzeug.exceptions import RequestTimeout
 from cj.auth import Authenticator
 from cj.config import AuthConfig
 from cj_api.metrics import ApiMetrics
-from cj_api.rest import (
+from cj_api.rest import create_rest_app
+from cj_api.rest_streaming import (
     BODY_BUFFER_BYTES,
-    _BackpressureConnection,
-    _BufferedBody,
-    _IdleTimeoutChunks,
-    create_rest_app,
+    BackpressureConnection,
+    BufferedBody,
+    IdleTimeoutChunks,
 )
 
 HALF = BODY_BUFFER_BYTES // 2 + 1
 
 
-def connection_and_request() -> tuple[_BackpressureConnection, Any]:
+def connection_and_request() -> tuple[BackpressureConnection, Any]:
     app = create_rest_app(
         None,  # type: ignore[arg-type]  # no route is called
         Authenticator(AuthConfig()),
@@ -45,7 +45,7 @@ def connection_and_request() -> tuple[_BackpressureConnection, Any]:
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 2),
     }
-    connection = _BackpressureConnection(app, scope)
+    connection = BackpressureConnection(app, scope)
 
     async def send(message: Any) -> None:
         raise AssertionError("nothing is sent here")
@@ -56,7 +56,7 @@ def connection_and_request() -> tuple[_BackpressureConnection, Any]:
 async def test_receiving_pauses_while_the_handler_has_not_taken_the_body() -> None:
     with trio.fail_after(10):
         connection, request = connection_and_request()
-        assert isinstance(request.body, _BufferedBody)
+        assert isinstance(request.body, BufferedBody)
         to_app, from_client = trio.open_memory_channel[Any](math.inf)
         for _ in range(3):
             to_app.send_nowait({"type": "http.request", "body": b"x" * HALF, "more_body": True})
@@ -84,9 +84,9 @@ async def test_receiving_pauses_while_the_handler_has_not_taken_the_body() -> No
 
 async def test_a_silent_body_times_out(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(100):
-        body = _BufferedBody(None, None)
+        body = BufferedBody(None, None)
         body.append(b"first")
-        chunks = _IdleTimeoutChunks(body, 30.0)
+        chunks = IdleTimeoutChunks(body, 30.0)
         assert await chunks.__anext__() == b"first"
         began = trio.current_time()
         with pytest.raises(RequestTimeout, match="30 s"):
@@ -98,7 +98,7 @@ async def test_a_slow_but_steady_body_does_not_time_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(1000):
-        body = _BufferedBody(None, None)
+        body = BufferedBody(None, None)
         received = []
 
         async def trickle() -> None:
@@ -109,6 +109,6 @@ async def test_a_slow_but_steady_body_does_not_time_out(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trickle)
-            async for chunk in _IdleTimeoutChunks(body, 30.0):
+            async for chunk in IdleTimeoutChunks(body, 30.0):
                 received.append(chunk)
         assert b"".join(received) == bytes(range(10))

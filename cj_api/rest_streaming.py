@@ -1,0 +1,194 @@
+"""Streaming for Quart-Trio: request bodies with backpressure, response bodies from storage.
+
+What Quart-Trio lacks for a service that moves recordings of any size:
+
+- `BufferedBody` / `StreamingRequest` / `BackpressureConnection`: the server stops
+  reading the socket while more than `BODY_BUFFER_BYTES` of a request body wait for the
+  handler (Quart buffers without limit), and a client disconnect after the response is
+  complete no longer cancels hypercorn half-way through closing the connection.
+- `IdleTimeoutChunks`: a request body's chunks with an idle timeout (408) and a cap.
+- `StreamBody`: a download streamed from storage, opened before the answer is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import structlog
+import trio
+from quart.wrappers.response import ResponseBody
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.exceptions import RequestTimeout
+
+from cj.errors import ServiceError
+from cj_api.service import CallJournalService, DownloadInfo
+
+log = structlog.get_logger(__name__)
+
+BODY_BUFFER_BYTES = 1024 * 1024  # read no more from the socket while this much waits
+
+
+class BufferedBody(TrioBody):
+    """Quart's request body plus what backpressure needs: how much is buffered, and a
+    wake-up when the handler takes some."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
+        super().__init__(expected_content_length, max_content_length)
+        self._room = trio.Event()
+        self.received = 0
+
+    @property
+    def complete(self) -> bool:
+        return self._complete.is_set()
+
+    def append(self, data: bytes) -> None:
+        self.received += len(data)
+        super().append(data)
+
+    async def wait_for_room(self) -> None:
+        while (
+            len(self._data) >= BODY_BUFFER_BYTES
+            and not self._complete.is_set()
+            and self._must_raise is None
+        ):
+            self._room = trio.Event()
+            await self._room.wait()
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await super().__anext__()
+        finally:
+            self._room.set()
+
+
+class StreamingRequest(TrioRequest):
+    body_class = BufferedBody
+
+
+class BackpressureConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's HTTP connection with two changes.
+
+    Backpressure: it waits for the handler to take the buffered body before receiving
+    more (hypercorn then stops reading the socket).
+
+    Disconnects: Quart-Trio cancels the handler on `http.disconnect`, but hypercorn sends
+    that event itself while it processes the last body message of the response, from
+    inside the handler's `send`; the cancellation then aborts hypercorn half-way and a
+    connection whose request body was not read to the end is never closed. A disconnect
+    after the response is complete is therefore not a reason to cancel anything.
+    """
+
+    _response_complete = False
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        async def tracking_send(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self._response_complete = True
+            await send(message)
+
+        await super().__call__(receive, tracking_send)
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: TrioRequest, receive: Callable[[], Awaitable[Any]]
+    ) -> None:
+        body = request.body
+        while True:
+            if isinstance(body, BufferedBody):
+                await body.wait_for_room()
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                break
+        if not self._response_complete:
+            nursery.cancel_scope.cancel()  # the client is gone: stop working for it
+
+
+class IdleTimeoutChunks:
+    """A request body's chunks; RequestTimeout (408) when none comes for `timeout_s`,
+    INVALID_ARGUMENT naming `size_field` once more than `max_bytes` arrived.
+
+    A class, not an async generator, so abandoning it early needs no finalisation.
+    """
+
+    def __init__(
+        self,
+        body: Any,
+        timeout_s: float,
+        *,
+        max_bytes: int | None = None,
+        size_field: str = "Content-Length",
+    ) -> None:
+        self._body = body
+        self._timeout_s = timeout_s
+        self._max_bytes = max_bytes
+        self._size_field = size_field
+        self._received = 0
+
+    def __aiter__(self) -> IdleTimeoutChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            with trio.move_on_after(self._timeout_s):
+                chunk: bytes = await self._body.__anext__()  # StopAsyncIteration ends us
+                if chunk:
+                    self._received += len(chunk)
+                    if self._max_bytes is not None and self._received > self._max_bytes:
+                        # Only a chunked body can do this (h11 enforces Content-Length).
+                        raise ServiceError.invalid(
+                            self._size_field,
+                            f"the body is longer than the declared {self._max_bytes} bytes",
+                        )
+                    return chunk
+                continue
+            raise RequestTimeout(
+                f"the request body stalled: nothing received for {self._timeout_s:g} s"
+            )
+
+
+class StreamBody(ResponseBody):
+    """A download's bytes: the storage stream is opened before the answer is chosen (so
+    a missing object is still a clean error), and closed when sending ends."""
+
+    def __init__(self, stream: AsyncIterator[bytes], stack: AsyncExitStack, call_uuid: str):
+        self._stream = stream
+        self._stack = stack
+        self._call_uuid = call_uuid
+
+    @classmethod
+    async def open(
+        cls, service: CallJournalService, info: DownloadInfo, start: int, end: int
+    ) -> StreamBody:
+        stack = AsyncExitStack()
+        try:
+            stream = await stack.enter_async_context(service.open_download(info, start, end))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stack.aclose()
+            raise
+        return cls(stream, stack, str(info.call_uuid))
+
+    async def __aenter__(self) -> StreamBody:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_value is not None and not isinstance(exc_value, trio.Cancelled):
+            # Headers are gone: the client sees a body shorter than Content-Length.
+            log.warning("download_interrupted", call_uuid=self._call_uuid, error=str(exc_value))
+        with trio.CancelScope(shield=True):
+            await self._stack.aclose()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream
