@@ -318,14 +318,14 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
 
 
 @contextlib.contextmanager
-def private_database(layout: DevLayout) -> Iterator[str]:
+def private_database(layout: DevLayout, *, bin_dir: Path | None) -> Iterator[str]:
     """Start (creating it the first time) the cluster in var/pg; stop it on exit.
 
-    Durable settings: this is the developer's data, kept across runs.
+    `bin_dir` holds initdb and pg_ctl (`cj.pgcluster.find_pg_bin()`); None is a DevError
+    saying what to install. Durable settings: this is the developer's data.
     """
-    from cj.pgcluster import ClusterError, LocalCluster, find_pg_bin, free_port
+    from cj.pgcluster import ClusterError, LocalCluster, free_port
 
-    bin_dir = find_pg_bin()
     if bin_dir is None:
         raise DevError(
             "PostgreSQL is needed and none was found: no server binaries (initdb, pg_ctl) on "
@@ -470,6 +470,7 @@ def banner(settings: DevSettings, endpoints: ApiEndpoints, *, cwd: Path) -> str:
     rest = endpoints.rest_url
     reader = f"-H 'Authorization: Bearer {tokens.reader}'"
     spool = _shown(layout.spool, cwd)
+    download = _shown(layout.root / "downloads" / f"{SAMPLE_PUBLIC}.mp3", cwd)
     lines = [
         "",
         "Call Journal is running: api + encoder + agent in one process (native mode).",
@@ -504,8 +505,8 @@ def banner(settings: DevSettings, endpoints: ApiEndpoints, *, cwd: Path) -> str:
         f"'{rest}/api/v1/calls?from=2026-03-02T00:00:00Z&to=2026-03-04T00:00:00Z'",
         "  # one call with its recording's state",
         f"  $ curl -sS {reader} {rest}/api/v1/calls/{SAMPLE_PUBLIC}",
-        "  # download its recording (stereo MP3 once encoded)",
-        f"  $ curl -fsS {reader} -o {SAMPLE_PUBLIC}.mp3 "
+        "  # download its recording (a stereo MP3 once encoded; the WAV until then)",
+        f"  $ curl -fsS {reader} --create-dirs -o {download} "
         f"{rest}/api/v1/calls/{SAMPLE_PUBLIC}/recording",
         "  # a private recording is never downloadable: 403 PERMISSION_DENIED",
         f"  $ curl -sS {reader} {rest}/api/v1/calls/{SAMPLE_PRIVATE}/recording",
@@ -603,7 +604,9 @@ def dev(
                 url = settings.database.url.get_secret_value()
                 where = "the configured one (CJ_DATABASE_URL or [database] url)"
             else:
-                url = stack.enter_context(private_database(layout))
+                from cj.pgcluster import find_pg_bin
+
+                url = stack.enter_context(private_database(layout, bin_dir=find_pg_bin()))
                 where = f"{url}   (private cluster in {layout.pg_data}, log {layout.root}/pg.log)"
             migrate(url)  # logs each migration it applies
             dev_settings = build_settings(

@@ -11,7 +11,8 @@
 # SEAWEEDFS_DIR (data, default /data), SEAWEEDFS_IP (the address the servers announce
 # to each other, default the compose service name), SEAWEEDFS_BIND (default 0.0.0.0),
 # SEAWEEDFS_S3_PORT (default 8333).
-# Extra arguments are passed on to `weed server`.
+# Extra arguments are passed on to `weed server`. Off: the Iceberg and Lance catalog
+# servers (unused) and usage statistics sent to seaweedfs.com.
 set -eu
 
 key="${CJ_STORAGE_BACKENDS_RECORDINGS_ACCESS_KEY_ID:-}"
@@ -54,4 +55,7 @@ exec "${WEED:-weed}" server \
     -s3 \
     -s3.port="${SEAWEEDFS_S3_PORT:-8333}" \
     -s3.config="$config" \
+    -s3.port.iceberg=0 \
+    -s3.port.lance=0 \
+    -master.telemetry=false \
     "$@"
