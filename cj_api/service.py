@@ -237,7 +237,11 @@ class CallJournalService:
                 )
             )
         except BaseException:
-            await _discard(temporary, key)
+            # A cancelled call (the client gave up) may still have committed the row: the
+            # query finishes in its thread. Deleting the file under a committed row would
+            # lose the recording, and a re-upload would then be answered "duplicate".
+            if not await self._recorded_under(header.call_uuid, key):
+                await _discard(temporary, key)
             raise
         if created.outcome is not CreateOutcome.CREATED:
             # Another upload of this call won the race.
@@ -430,6 +434,21 @@ class CallJournalService:
             await self._db.check()
         except DatabaseUnavailable as exc:
             raise ServiceError.unavailable(str(exc)) from None
+
+    async def _recorded_under(self, call_uuid: uuid_module.UUID, key: str) -> bool:
+        """Whether the call's recording row points at `key`; True when unsure (keeping an
+        orphan file is harmless, deleting a recorded one is not)."""
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            try:
+                record = await self._db.run(functools.partial(get_call, call_uuid=call_uuid))
+            except Exception:
+                return True
+            return (
+                record is not None
+                and record.recording is not None
+                and record.recording.original_key == key
+            )
+        return True
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
         try:
