@@ -18,6 +18,7 @@ import trio
 from cj.config import ConfigError, S3StorageConfig, StorageConfig, ToolSettings, load_settings
 from cj.db.errors import DatabaseError
 from cj.db.migrate import migrate
+from cj.logs import configure_logging
 from cj.storage import S3Storage, StorageError
 
 
@@ -39,6 +40,7 @@ async def ensure_buckets(config: StorageConfig) -> list[str]:
 def main() -> int:
     try:
         settings = load_settings(ToolSettings)
+        configure_logging(settings.logging)
         applied = migrate(settings.database.url.get_secret_value())
         print(f"migrations applied: {len(applied)}", flush=True)
         buckets = trio.run(ensure_buckets, settings.storage)
