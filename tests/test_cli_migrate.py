@@ -24,9 +24,10 @@ def test_migrate_applies_then_reports_up_to_date(empty_database_url: str) -> Non
 
 def test_migrate_reports_an_unreachable_database() -> None:
     url = f"postgresql://cj@127.0.0.1:{free_port()}/nope?connect_timeout=2"
-    result = CliRunner().invoke(cli, ["migrate"], env={"CJ_DATABASE_URL": url})
-    assert result.exit_code == 1
-    assert "cannot connect to the database" in result.output
+    for args in (["migrate"], ["migrate", "--check"]):
+        result = CliRunner().invoke(cli, args, env={"CJ_DATABASE_URL": url})
+        assert result.exit_code == 1
+        assert "cannot connect to the database" in result.output
 
 
 def test_migrate_reports_a_bad_configuration() -> None:

@@ -124,7 +124,11 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -
 def pending(conninfo: str, directory: Path | None = None) -> list[Migration]:
     """Migrations not yet applied (for readiness checks and `cj migrate --check`)."""
     migrations = load_migrations(directory)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, application_name="cj-migrate")
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+    with conn:
         exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
         if not exists or not exists[0]:
             return migrations
