@@ -35,11 +35,14 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
     Without a command, runs the agent (as `serve`).
     """
+    ctx.obj = config_path  # `cj-agent --config X backfill …` works as well
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve, config_path=config_path)
 
 
 def _settings(config_path: Path | None) -> AgentSettings:
+    if config_path is None:
+        config_path = click.get_current_context().find_root().obj
     try:
         return load_settings(AgentSettings, config_path)
     except ConfigError as exc:
@@ -189,6 +192,7 @@ async def _backfill(
             tls=config.tls,
             tls_ca_file=config.tls_ca_file,
             request_timeout_s=config.request_timeout_s,
+            concurrency=plan.jobs,
         )
     scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:

@@ -285,7 +285,7 @@ class Backfill:
         self.progress = progress
         self.report = report
         self.summary = BackfillSummary()
-        self.uploads = trio.CapacityLimiter(plan.jobs)
+        self.hashing = trio.CapacityLimiter(plan.jobs)
 
     def fail(self, file: str, reason: str, call_uuid: str | None = None, *, done: bool) -> None:
         self.report.add(file, reason, call_uuid)
@@ -429,11 +429,12 @@ class Backfill:
         assert self.link is not None and item.recording is not None
         path = Path(item.recording)
         try:
-            async with self.uploads:
+            # Hashing the next files overlaps the uploads in flight (the link bounds those).
+            async with self.hashing:
                 digest = await trio.to_thread.run_sync(hash_file, path, abandon_on_cancel=True)
-                reply = await self.link.call(
-                    "UploadRecording", _upload_op(item, path, digest, self.plan.request_timeout_s)
-                )
+            reply = await self.link.call(
+                "UploadRecording", _upload_op(item, path, digest, self.plan.request_timeout_s)
+            )
         except (OSError, FileChangedError) as exc:
             self.fail(str(path), f"cannot read: {exc}", str(item.call.uuid), done=True)
             return

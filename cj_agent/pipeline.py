@@ -98,7 +98,6 @@ class SourceContext:
     source: AgentSourceConfig
     config: AgentConfig
     link: ServerLink
-    uploads: trio.CapacityLimiter
     stats: AgentStats
     stopping: trio.Event
     options: CdrOptions = field(init=False)
@@ -305,8 +304,7 @@ async def upload_and_finish(
     except (FileNotFoundError, FileChangedError):
         return Delivered.AGAIN
     try:
-        async with ctx.uploads:
-            reply = await upload_recording(ctx, call_uuid, recording, digest, load_call)
+        reply = await upload_recording(ctx, call_uuid, recording, digest, load_call)
     except FileNotFoundError:
         return Delivered.AGAIN
     except RpcError as exc:

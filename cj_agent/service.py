@@ -4,8 +4,9 @@
     await agent.stats.wait_until(lambda s: s.calls_uploaded >= 1)
 
 One task per source polls its CDR directory (`watch`), hands ready CDRs to their own
-tasks (`pipeline.process_cdr`, at most `max_calls_in_progress` at once, uploads bounded
-by `max_concurrent_uploads`) and watches the recordings awaited in `pending/`.
+tasks (`pipeline.process_cdr`, at most `max_calls_in_progress` at once) and watches the
+recordings awaited in `pending/`. Requests to the server, uploads included, are
+bounded by `max_concurrent_uploads` (`ServerLink`).
 
 Shutdown (`shutdown` set, i.e. SIGTERM): no new files are taken, work waiting for a
 recording or for the server is dropped at once (it is redone after a restart), and
@@ -34,7 +35,13 @@ from cj_agent.pipeline import (
 from cj_agent.stats import AgentStats
 from cj_agent.systemd import Notifier, run_watchdog, watchdog_interval
 from cj_agent.uploader import Abandoned, ServerLink
-from cj_agent.watch import IdlePoll, SettleTracker, compile_patterns, scan_directory
+from cj_agent.watch import (
+    IdlePoll,
+    ScanResult,
+    SettleTracker,
+    compile_patterns,
+    scan_directory,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -77,16 +84,14 @@ async def serve(
                 tls=config.tls,
                 tls_ca_file=config.tls_ca_file,
                 request_timeout_s=config.request_timeout_s,
+                concurrency=config.max_concurrent_uploads,
             )
         except ValueError as exc:
             raise AgentConfigError(f"agent.server / agent.tls_ca_file: {exc}") from None
     notifier = notifier or Notifier.from_environment()
     stats = AgentStats()
     stopping = trio.Event()
-    uploads = trio.CapacityLimiter(config.max_concurrent_uploads)
-    contexts = [
-        SourceContext(source, config, link, uploads, stats, stopping) for source in config.sources
-    ]
+    contexts = [SourceContext(source, config, link, stats, stopping) for source in config.sources]
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(link.run)
@@ -154,12 +159,11 @@ async def run_source(
     busy_names: set[str] = set()  # CDRs being handled
     busy_late: set[str] = set()  # pending CDRs whose recording is being uploaded
     slot_freed = trio.Event()
-    missing_logged = False
+    scan_problem: str | None = None
     await load_late(ctx)
     task_status.started()
     if not source.cdr_dir.is_dir():
-        ctx.log.warning("cdr_dir_missing", cdr_dir=str(source.cdr_dir))
-        missing_logged = True
+        ctx.log.warning("cdr_dir_missing", cdr_dir=str(source.cdr_dir), note="polling for it")
 
     def release(name: str, names: set[str]) -> None:
         nonlocal slot_freed
@@ -186,25 +190,36 @@ async def run_source(
         while not ctx.stopping.is_set():
             room = config.max_calls_in_progress - len(busy_names) - len(busy_late)
             now = trio.current_time()
-            result = await trio.to_thread.run_sync(
-                functools.partial(
-                    scan_directory,
-                    source.cdr_dir,
-                    pattern,
-                    tracker,
-                    now,
-                    skip=frozenset(busy_names),
-                    limit=max(room, 0),
+            try:
+                result = await trio.to_thread.run_sync(
+                    functools.partial(
+                        scan_directory,
+                        source.cdr_dir,
+                        pattern,
+                        tracker,
+                        now,
+                        skip=frozenset(busy_names),
+                        limit=max(room, 0),
+                    )
                 )
-            )
-            late_ready = await trio.to_thread.run_sync(
-                _settled_late, ctx.late, late_tracker, now, frozenset(busy_late)
-            )
+            except OSError as exc:  # permissions, a dead NFS mount …: keep trying
+                if str(exc) != scan_problem:
+                    scan_problem = str(exc)
+                    ctx.log.error("cdr_dir_unreadable", cdr_dir=str(source.cdr_dir), error=str(exc))
+                result = ScanResult(ready=[], settling=0, changed=False, more=False)
+            else:
+                if scan_problem is not None:
+                    scan_problem = None
+                    ctx.log.info("cdr_dir_readable", cdr_dir=str(source.cdr_dir))
+            late_ready: list[LateRecording] = []
+            if ctx.late:
+                awaited = [late for name, late in ctx.late.items() if name not in busy_late]
+                late_ready = await trio.to_thread.run_sync(
+                    _settled_late, awaited, late_tracker, now
+                )
             ctx.stats.add(polls=1)
             if ctx.stopping.is_set():
                 break
-            if missing_logged and source.cdr_dir.is_dir():
-                missing_logged = False
             for name in result.ready:
                 busy_names.add(name)
                 ctx.stats.add(in_progress=1)
@@ -224,20 +239,18 @@ async def run_source(
 
 
 def _settled_late(
-    late: dict[str, LateRecording], tracker: SettleTracker, now: float, skip: frozenset[str]
+    awaited: list[LateRecording], tracker: SettleTracker, now: float
 ) -> list[LateRecording]:
     """The awaited recordings that appeared and settled (a stat each; worker thread)."""
     ready = []
     tracker.begin_scan()
-    for name, entry in list(late.items()):
-        if name in skip:
-            continue
+    for late in awaited:
         try:
-            stat = entry.recording.stat()
+            stat = late.recording.stat()
         except OSError:
             continue
-        if tracker.observe(name, stat.st_size, stat.st_mtime_ns, now) is True:
-            ready.append(entry)
+        if tracker.observe(late.cdr.name, stat.st_size, stat.st_mtime_ns, now) is True:
+            ready.append(late)
     tracker.end_scan()
     return ready
 

@@ -72,8 +72,11 @@ class ServerLink:
         *,
         backoff: GrpcBackoff | None = None,
         address: str = "",
+        concurrency: int = 4,
     ) -> None:
         self._connect = connect
+        # Requests in flight at once, whatever kind (uploads, AddCall, CheckCalls).
+        self._limiter = trio.CapacityLimiter(concurrency)
         self._backoff = backoff or GrpcBackoff()
         self.address = address
         self._channel: Channel | None = None
@@ -96,6 +99,7 @@ class ServerLink:
         tls: bool,
         tls_ca_file: Path | None,
         request_timeout_s: float,
+        concurrency: int = 4,
     ) -> ServerLink:
         """A link to `address` as the agent configuration describes it."""
         context: ssl.SSLContext | None = make_client_ssl_context(tls_ca_file) if tls else None
@@ -107,7 +111,7 @@ class ServerLink:
             default_timeout_s=request_timeout_s,
             connect_timeout_s=min(10.0, request_timeout_s),
         )
-        return cls(connect, address=address)
+        return cls(connect, address=address, concurrency=concurrency)
 
     # --- the owner task ------------------------------------------------------------------
 
@@ -164,13 +168,16 @@ class ServerLink:
     async def call(self, what: str, op: Callable[[CallJournalClient], Awaitable[T]]) -> T:
         """`op` on the server, retried until it succeeds or fails permanently.
 
+        At most `concurrency` operations run at once; the others wait their turn.
+
         Raises RpcError with a code in PERMANENT, or Abandoned once `stop()` was called
         and no connection is available.
         """
         while True:
             channel = await self._acquire()
             try:
-                result = await op(CallJournalClient(channel))
+                async with self._limiter:
+                    result = await op(CallJournalClient(channel))
             except RpcError as exc:
                 if exc.code in PERMANENT:
                     raise

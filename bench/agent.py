@@ -1,0 +1,299 @@
+"""Agent benchmark: `cj-agent backfill` end to end into PostgreSQL through cj-api.
+
+    .venv/bin/python bench/agent.py [--calls 100000] [--recordings 500] [--jobs 4]
+                                    [--reference-mb 100] [--database-url URL]
+
+Starts a private PostgreSQL cluster (unless --database-url) and `python -m cj_api` in
+its own process (filesystem storage in a temporary directory, PostgreSQL queue), then
+measures from this process, through the same code as `cj-agent backfill`:
+
+- metadata only: an archive of N compact CDRs (one flat directory) → calls/s, from the
+  walk to the last AddCalls acknowledgement (CheckCalls included);
+- recordings: M calls, each with a 1-minute 8 kHz mono PCM16 WAV (960 KB) → MB/s;
+- references on the same server: the same WAVs uploaded directly with the plain client
+  (`--jobs` at once, no agent code), and one `--reference-mb` MB UploadRecording as
+  bench/api.py measures it (64 KiB chunks, one client) — "the upload rate of the API
+  benchmark" on this machine. Small files pay the server's fixed per-upload cost
+  (fsyncs, three transactions) that one big file does not;
+- the watcher: peak traced memory and time of one pass over the N waiting CDRs
+  (the daemon's polling, with its default bounds).
+
+Targets: ≥ 2,000 calls/s metadata-only; recordings ≥ 80 % of the reference upload rate.
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+if not __package__:  # run as a file: the repo root first, not bench/ (whose queue.py
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # would shadow the stdlib's)
+
+import structlog
+import trio
+
+from bench._pg import benchmark_database
+from bench.api import AGENT, make_wav, start_api
+from cj.cdr import CdrOptions, parse_cdr
+from cj.codec import call_to_pb
+from cj.config import AgentConfig
+from cj.proto import calljournal_pb2 as pb
+from cj.rpc import CallJournalClient, file_chunks, open_channel
+from cj_agent.backfill import BackfillPlan, BackfillSummary, FailureReport, run_backfill
+from cj_agent.uploader import ServerLink
+from cj_agent.watch import SettleTracker, compile_patterns, scan_directory
+
+EPOCH = 1772432104  # 2026-03-02 06:15:04 UTC
+MINUTE_WAV_BYTES = 60 * 8000 * 2  # 1 minute, 8 kHz, 16-bit mono
+
+
+def compact_cdr(call_uuid: str, i: int, recording: str | None) -> bytes:
+    start = EPOCH + i
+    document = {
+        "uuid": call_uuid,
+        "clid": f"79{i % 10**9:09d}",
+        "clna": "",
+        "dest": "84957001020",
+        "dirc": "inc",
+        "stti": "",
+        "durs": 64,
+        "bils": 58,
+        "recd": recording is not None,
+        "recs": 58 if recording else 0,
+        "rnam": recording or "",
+        "rtag": "public",
+        "epos": start,
+        "epoa": start + 6,
+        "epoe": start + 64,
+        "wbye": "recv_bye",
+        "hang": "NORMAL_CLEARING",
+        "code": "200",
+    }
+    return json.dumps(document).encode()
+
+
+def minute_wav(seed: int, noise: bytes) -> bytes:
+    header = (
+        b"RIFF"
+        + (36 + MINUTE_WAV_BYTES).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + (8000).to_bytes(4, "little")
+        + (16000).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + MINUTE_WAV_BYTES.to_bytes(4, "little")
+    )
+    body = seed.to_bytes(8, "little") + noise[: MINUTE_WAV_BYTES - 8]
+    return header + body
+
+
+def write_metadata_archive(root: Path, count: int) -> None:
+    root.mkdir(parents=True)
+    for i in range(count):
+        call_uuid = str(uuid.uuid4())
+        (root / f"{call_uuid}.json").write_bytes(compact_cdr(call_uuid, i, None))
+
+
+def write_recordings_archive(root: Path, count: int) -> int:
+    (root / "cdr").mkdir(parents=True)
+    (root / "recordings").mkdir()
+    noise = os.urandom(MINUTE_WAV_BYTES)
+    total = 0
+    for i in range(count):
+        call_uuid = str(uuid.uuid4())
+        name = f"{call_uuid}.wav"
+        data = minute_wav(i, noise)
+        (root / "recordings" / name).write_bytes(data)
+        (root / "cdr" / f"{call_uuid}.json").write_bytes(compact_cdr(call_uuid, i, name))
+        total += len(data)
+    return total
+
+
+async def backfill(address: str, root: Path, jobs: int, report: Path) -> BackfillSummary:
+    link = ServerLink.for_config(
+        address, token=AGENT, tls=False, tls_ca_file=None, request_timeout_s=600, concurrency=jobs
+    )
+    plan = BackfillPlan(
+        paths=(root,),
+        options=CdrOptions(timezone="Europe/Moscow", source="pbx-bench"),
+        jobs=jobs,
+        request_timeout_s=600,
+    )
+    return await run_backfill(plan, link, report=FailureReport(report))
+
+
+async def reference_upload(address: str, wav: Path) -> float:
+    """MB/s of one UploadRecording exactly as bench/api.py measures it."""
+    async with open_channel(address, token=AGENT, default_timeout_s=600) as channel:
+        client = CallJournalClient(channel)
+        call_uuid = str(uuid.uuid4())
+        await client.add_call(_reference_call(call_uuid))
+        digest, size = await trio.to_thread.run_sync(
+            lambda: (hashlib.sha256(wav.read_bytes()).hexdigest(), wav.stat().st_size)
+        )
+        header = pb.UploadHeader(call_uuid=call_uuid, file_name="big.wav", size=size, sha256=digest)
+        began = time.perf_counter()
+        await client.upload_recording(header, file_chunks(wav))
+        return size / 1e6 / (time.perf_counter() - began)
+
+
+async def direct_uploads(address: str, files: list[Path], concurrency: int) -> float:
+    """MB/s of uploading `files` with the plain client (no agent code), `concurrency` at
+    once, for new calls: what the server allows for files of this size."""
+    async with open_channel(address, token=AGENT, default_timeout_s=600) as channel:
+        client = CallJournalClient(channel)
+        items = []
+        for path in files:
+            call_uuid = str(uuid.uuid4())
+            await client.add_call(_reference_call(call_uuid))
+            data = path.read_bytes()
+            items.append((call_uuid, path, len(data), hashlib.sha256(data).hexdigest()))
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def upload(call_uuid: str, path: Path, size: int, digest: str) -> None:
+            async with limiter:
+                header = pb.UploadHeader(
+                    call_uuid=call_uuid, file_name=path.name, size=size, sha256=digest
+                )
+                await client.upload_recording(header, file_chunks(path))
+
+        began = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                nursery.start_soon(upload, *item)
+        return sum(item[2] for item in items) / 1e6 / (time.perf_counter() - began)
+
+
+def _reference_call(call_uuid: str) -> pb.Call:
+    return call_to_pb(parse_cdr(compact_cdr(call_uuid, 0, None)))
+
+
+def watcher_pass(directory: Path) -> tuple[int, float]:
+    """(peak traced bytes, seconds) of the daemon's polling over `directory`."""
+    config = AgentConfig()
+    tracker = SettleTracker(config.settle_s, config.max_tracked_files)
+    pattern = compile_patterns(("*.json",))
+    tracemalloc.start()
+    began = time.perf_counter()
+    for now in (0.0, 1.0, 3.0):  # observe, settle, hand out a batch
+        result = scan_directory(
+            directory, pattern, tracker, now, limit=config.max_calls_in_progress
+        )
+    elapsed = (time.perf_counter() - began) / 3
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(result.ready) == config.max_calls_in_progress
+    return peak, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--recordings", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--reference-mb", type=int, default=100)
+    parser.add_argument("--database-url", default=os.environ.get("CJ_BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings
+    workdir = Path(tempfile.mkdtemp(prefix="cj-bench-agent-"))
+    figures: dict[str, float] = {}
+    try:
+        print(f"writing {args.calls:,} CDRs and {args.recordings} one-minute recordings …")
+        metadata = workdir / "metadata"
+        write_metadata_archive(metadata, args.calls)
+        recordings = workdir / "recordings-archive"
+        recording_bytes = write_recordings_archive(recordings, args.recordings)
+        wav = workdir / "reference.wav"
+        make_wav(wav, args.reference_mb)
+
+        peak, scan_s = watcher_pass(metadata)
+        figures["watch_pass_ms"] = round(scan_s * 1000, 1)
+        figures["watch_peak_kib"] = round(peak / 1024)
+        print(
+            f"watcher, {args.calls:,} files waiting: one pass {figures['watch_pass_ms']} ms, "
+            f"peak traced memory {figures['watch_peak_kib']:,} KiB"
+        )
+
+        with benchmark_database(args.database_url) as url:
+            process, grpc_port, _ = start_api(url, workdir)
+            address = f"127.0.0.1:{grpc_port}"
+            try:
+                began = time.perf_counter()
+                summary = trio.run(backfill, address, metadata, args.jobs, workdir / "r1.jsonl")
+                elapsed = time.perf_counter() - began
+                assert summary.calls_added == args.calls and summary.failed == 0, summary
+                figures["backfill_calls_per_s"] = round(args.calls / elapsed)
+                print(
+                    f"backfill, {args.calls:,} metadata-only calls: {elapsed:.1f} s, "
+                    f"{figures['backfill_calls_per_s']:,} calls/s"
+                )
+
+                began = time.perf_counter()
+                again = trio.run(backfill, address, metadata, args.jobs, workdir / "r2.jsonl")
+                elapsed = time.perf_counter() - began
+                assert again.already_present == args.calls and again.calls_added == 0, again
+                figures["backfill_rerun_calls_per_s"] = round(args.calls / elapsed)
+                print(
+                    f"re-run (all present, CheckCalls only): "
+                    f"{figures['backfill_rerun_calls_per_s']:,} calls/s"
+                )
+
+                began = time.perf_counter()
+                summary = trio.run(backfill, address, recordings, args.jobs, workdir / "r3.jsonl")
+                elapsed = time.perf_counter() - began
+                assert summary.recordings_uploaded == args.recordings, summary
+                assert summary.bytes_uploaded == recording_bytes, summary
+                figures["backfill_recordings_mb_per_s"] = round(recording_bytes / 1e6 / elapsed, 1)
+                print(
+                    f"backfill, {args.recordings} calls with 1-minute recordings "
+                    f"({recording_bytes / 1e6:.0f} MB): {elapsed:.1f} s, "
+                    f"{figures['backfill_recordings_mb_per_s']} MB/s"
+                )
+
+                files = sorted((recordings / "recordings").iterdir())
+                direct = trio.run(direct_uploads, address, files, args.jobs)
+                figures["direct_upload_mb_per_s"] = round(direct, 1)
+                figures["recordings_vs_direct"] = round(
+                    figures["backfill_recordings_mb_per_s"] / direct, 2
+                )
+                print(
+                    f"the same files uploaded directly ({args.jobs} at once, no agent code): "
+                    f"{figures['direct_upload_mb_per_s']} MB/s → backfill at "
+                    f"{figures['recordings_vs_direct']:.0%} of it"
+                )
+
+                reference = trio.run(reference_upload, address, wav)
+                figures["reference_upload_mb_per_s"] = round(reference, 1)
+                figures["recordings_vs_reference"] = round(
+                    figures["backfill_recordings_mb_per_s"] / reference, 2
+                )
+                print(
+                    f"reference UploadRecording, {args.reference_mb} MB (as bench/api.py): "
+                    f"{figures['reference_upload_mb_per_s']} MB/s → backfill at "
+                    f"{figures['recordings_vs_reference']:.0%} of it"
+                )
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    first = ("backfill_calls_per_s", "backfill_recordings_mb_per_s")
+    print(json.dumps({**{key: figures[key] for key in first}, **figures}))
+
+
+if __name__ == "__main__":
+    main()
