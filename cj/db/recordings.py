@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -220,4 +221,28 @@ def touch_requeued(conn: Connection, call_uuids: list[uuid_module.UUID]) -> None
               AND (status = 'uploaded'
                    OR (status = 'encoding' AND (lease_until IS NULL OR lease_until < now())))""",
         (call_uuids,),
+    )
+
+
+def purgeable(conn: Connection, *, started_before: datetime, limit: int = 500) -> list[Recording]:
+    """Stored or failed recordings of calls that started before the cutoff."""
+    rows = conn.execute(
+        f"""SELECT {", ".join("r." + c.strip() for c in _COLUMNS.split(","))}
+              FROM recordings r JOIN calls c ON c.uuid = r.call_uuid
+             WHERE r.status IN ('stored', 'failed') AND c.started_at < %s
+             ORDER BY c.started_at
+             LIMIT %s""",
+        (started_before, limit),
+    ).fetchall()
+    return [recording for row in rows if (recording := _to_recording(row)) is not None]
+
+
+def mark_purged(conn: Connection, call_uuid: uuid_module.UUID) -> None:
+    """stored/failed → purged: the audio is gone; its size, checksum and length stay."""
+    conn.execute(
+        """UPDATE recordings SET status = 'purged', storage = NULL, key = NULL,
+                                 original_storage = NULL, original_key = NULL,
+                                 lease_until = NULL, updated_at = now()
+            WHERE call_uuid = %s AND status IN ('stored', 'failed')""",
+        (call_uuid,),
     )
