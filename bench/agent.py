@@ -16,7 +16,8 @@ measures from this process, through the same code as `cj-agent backfill`:
   benchmark" on this machine. Small files pay the server's fixed per-upload cost
   (fsyncs, three transactions) that one big file does not;
 - the watcher: peak traced memory and time of one pass over the N waiting CDRs
-  (the daemon's polling, with its default bounds).
+  (the daemon's polling, with its default bounds);
+- the daemon itself: `--spool` CDRs waiting in its directory, drained (calls/s).
 
 Targets: ≥ 2,000 calls/s metadata-only; recordings ≥ 80 % of the reference upload rate.
 The last line printed is one JSON object with the figures.
@@ -25,6 +26,7 @@ The last line printed is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -41,15 +43,18 @@ if not __package__:  # run as a file: the repo root first, not bench/ (whose que
 
 import structlog
 import trio
+from pydantic import SecretStr
 
 from bench._pg import benchmark_database
 from bench.api import AGENT, make_wav, start_api
 from cj.cdr import CdrOptions, parse_cdr
 from cj.codec import call_to_pb
-from cj.config import AgentConfig
+from cj.config import AgentConfig, AgentSettings, AgentSourceConfig
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, file_chunks, open_channel
+from cj_agent import serve
 from cj_agent.backfill import BackfillPlan, BackfillSummary, FailureReport, run_backfill
+from cj_agent.systemd import Notifier
 from cj_agent.uploader import ServerLink
 from cj_agent.watch import SettleTracker, compile_patterns, scan_directory
 
@@ -182,22 +187,46 @@ def _reference_call(call_uuid: str) -> pb.Call:
     return call_to_pb(parse_cdr(compact_cdr(call_uuid, 0, None)))
 
 
-def watcher_pass(directory: Path) -> tuple[int, float]:
-    """(peak traced bytes, seconds) of the daemon's polling over `directory`."""
+def watcher_pass(directory: Path, *, traced: bool) -> tuple[int, float]:
+    """(peak traced bytes, seconds per pass) of the daemon's polling over `directory`,
+    with its default bounds: observe, settle, hand out a batch."""
     config = AgentConfig()
     tracker = SettleTracker(config.settle_s, config.max_tracked_files)
     pattern = compile_patterns(("*.json",))
-    tracemalloc.start()
+    if traced:
+        tracemalloc.start()
     began = time.perf_counter()
-    for now in (0.0, 1.0, 3.0):  # observe, settle, hand out a batch
-        result = scan_directory(
-            directory, pattern, tracker, now, limit=config.max_calls_in_progress
-        )
+    for now in (0.0, 1.0, 3.0):
+        result = scan_directory(directory, pattern, tracker, now, limit=config.max_tracked_files)
     elapsed = (time.perf_counter() - began) / 3
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert len(result.ready) == config.max_calls_in_progress
+    peak = 0
+    if traced:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert len(result.ready) == config.max_tracked_files
     return peak, elapsed
+
+
+async def drain_spool(address: str, spool: Path, count: int) -> float:
+    """Seconds for the agent daemon to upload and delete `count` CDRs waiting in `spool`."""
+    source = AgentSourceConfig(
+        name="pbx-bench", cdr_dir=spool, recordings_dir=spool, timezone="Europe/Moscow"
+    )
+    settings = AgentSettings(
+        agent=AgentConfig(
+            server=address,
+            token=SecretStr(AGENT),
+            sources=(source,),
+            settle_s=0.5,
+            poll_min_s=0.1,
+        )
+    )
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        agent = await nursery.start(functools.partial(serve, settings, notifier=Notifier(None)))
+        await agent.stats.wait_until(lambda s: s.files_done >= count)
+        nursery.cancel_scope.cancel()
+    return time.perf_counter() - began
 
 
 def main() -> None:
@@ -205,6 +234,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--recordings", type=int, default=500)
     parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--spool", type=int, default=10_000, help="CDRs for the daemon")
     parser.add_argument("--reference-mb", type=int, default=100)
     parser.add_argument("--database-url", default=os.environ.get("CJ_BENCH_DATABASE_URL"))
     args = parser.parse_args()
@@ -220,13 +250,16 @@ def main() -> None:
         wav = workdir / "reference.wav"
         make_wav(wav, args.reference_mb)
 
-        peak, scan_s = watcher_pass(metadata)
+        _, scan_s = watcher_pass(metadata, traced=False)
+        peak, _ = watcher_pass(metadata, traced=True)
         figures["watch_pass_ms"] = round(scan_s * 1000, 1)
         figures["watch_peak_kib"] = round(peak / 1024)
         print(
             f"watcher, {args.calls:,} files waiting: one pass {figures['watch_pass_ms']} ms, "
             f"peak traced memory {figures['watch_peak_kib']:,} KiB"
         )
+        spool = workdir / "spool"
+        write_metadata_archive(spool, args.spool)
 
         with benchmark_database(args.database_url) as url:
             process, grpc_port, _ = start_api(url, workdir)
@@ -274,6 +307,14 @@ def main() -> None:
                     f"the same files uploaded directly ({args.jobs} at once, no agent code): "
                     f"{figures['direct_upload_mb_per_s']} MB/s → backfill at "
                     f"{figures['recordings_vs_direct']:.0%} of it"
+                )
+
+                elapsed = trio.run(drain_spool, address, spool, args.spool)
+                figures["agent_drain_calls_per_s"] = round(args.spool / elapsed)
+                rate = figures["agent_drain_calls_per_s"]
+                print(
+                    f"agent daemon, {args.spool:,} CDRs waiting in its spool (AddCall each, "
+                    f"settle 0.5 s): {elapsed:.1f} s, {rate:,} calls/s"
                 )
 
                 reference = trio.run(reference_upload, address, wav)

@@ -54,17 +54,15 @@ def _settings(config_path: Path | None) -> AgentSettings:
 def serve(config_path: Path | None) -> None:
     """Watch the configured sources until SIGTERM (then finish uploads and exit 0)."""
     from cj.daemon import run_daemon
-    from cj_agent.service import AgentConfigError
+    from cj_agent.service import AgentConfigError, make_link
     from cj_agent.service import serve as serve_agent
 
     settings = _settings(config_path)
-    if not settings.agent.sources:
-        raise click.ClickException("agent.sources is empty: configure at least one source")
     try:
-        status = run_daemon("cj-agent", serve_agent, settings, settings.logging)
+        make_link(settings)  # the checks serve makes, before anything starts
     except AgentConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    raise SystemExit(status)
+    raise SystemExit(run_daemon("cj-agent", serve_agent, settings, settings.logging))
 
 
 def _pick_source(settings: AgentSettings, name: str | None) -> AgentSourceConfig | None:
@@ -163,6 +161,17 @@ def backfill(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if not dry_run:
+        try:
+            ServerLink.for_config(
+                settings.agent.server,
+                token=None,
+                tls=settings.agent.tls,
+                tls_ca_file=settings.agent.tls_ca_file,
+                request_timeout_s=1,
+            )
+        except ValueError as exc:
+            raise click.ClickException(f"agent.server / agent.tls_ca_file: {exc}") from None
     if report_path is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         report_path = Path(f"cj-agent-backfill-{stamp}.failures.jsonl")
@@ -193,7 +202,7 @@ async def _backfill(
             tls_ca_file=config.tls_ca_file,
             request_timeout_s=config.request_timeout_s,
             concurrency=plan.jobs,
-        )
+        )  # checked by the caller
     scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, scope)

@@ -34,6 +34,7 @@ import trio
 from cj.backoff import GrpcBackoff
 from cj.errors import ErrorCode
 from cj.rpc import CallJournalClient, Channel, RpcError, RpcUnavailable, open_channel
+from cj.rpc.client import parse_address
 from cj.rpc.tls import make_client_ssl_context
 
 log = structlog.get_logger(__name__)
@@ -101,7 +102,11 @@ class ServerLink:
         request_timeout_s: float,
         concurrency: int = 4,
     ) -> ServerLink:
-        """A link to `address` as the agent configuration describes it."""
+        """A link to `address` as the agent configuration describes it.
+
+        ValueError names what is wrong with the address or the TLS CA file.
+        """
+        parse_address(address)  # refuse a malformed address now, not at the first call
         context: ssl.SSLContext | None = make_client_ssl_context(tls_ca_file) if tls else None
         connect = partial(
             open_channel,

@@ -391,3 +391,24 @@ def test_archive_inside_the_watched_directory_is_refused(tmp_path: Path) -> None
             after_success=AfterSuccess.ARCHIVE,
             archive_dir=tmp_path,
         )
+
+
+async def test_a_backlog_larger_than_every_bound_drains(
+    running_api: RunningApi, spool: Spool
+) -> None:
+    documents = [compact_cdr() for _ in range(60)]
+    for document in documents:
+        spool.write_cdr(document)
+    settings = agent_settings(
+        spool,
+        running_api.endpoints.grpc_address,
+        max_tracked_files=7,
+        max_calls_in_progress=3,
+        max_concurrent_uploads=2,
+    )
+    with trio.fail_after(60):
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(lambda s: s.files_done >= 60)
+            assert agent.stats.in_progress == 0
+    assert spool.cdr_files() == []
+    assert set(server_calls(running_api)) == {d["uuid"] for d in documents}
