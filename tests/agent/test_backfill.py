@@ -164,7 +164,10 @@ async def test_cancelled_then_resumed_imports_everything_once(
     with trio.fail_after(60):
         second = await backfill(running_api, plan, tmp_path / "r2.jsonl")
     assert not second.cancelled and second.failed == 0
-    assert second.calls_added == 2500 - present and second.already_present == present
+    # A batch the server was committing when the first run was cancelled may have
+    # landed after `present` was counted: cancelling a write is not atomic.
+    assert second.calls_added + second.already_present == 2500
+    assert second.already_present >= present
     calls = server_calls(running_api)
     assert set(calls) == set(archive.calls)
     for call_uuid, data in archive.calls.items():
