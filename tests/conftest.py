@@ -11,6 +11,8 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.api",
     "tests.fixtures.seaweed",
+    # The `reliability` fixture; `make test-long` writes docs/reliability.md from it.
+    "tests.e2e.report",
 ]
 
 settings.register_profile(
