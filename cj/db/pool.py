@@ -58,6 +58,10 @@ class Database:
         finished = trio.Event()
 
         def in_thread() -> T:
+            with slot.lock:
+                if slot.cancelled:  # the caller gave up while we waited for a thread
+                    raise _CallerGone
+                slot.started = True
             try:
                 with self._pool.connection() as conn:
                     with slot.lock:
@@ -86,6 +90,11 @@ class Database:
         with slot.lock:
             slot.cancelled = True
             conn = slot.conn
+            started = slot.started
+        if not started:
+            # Cancelled while waiting for a worker thread: nothing ran, nothing to wait
+            # for (a thread starting now sees `cancelled` and returns at once).
+            return
         if conn is not None:
             try:
                 await trio.to_thread.run_sync(lambda: conn.cancel_safe(timeout=CANCEL_TIMEOUT_S))
@@ -125,6 +134,7 @@ class _Slot:
         self.lock = threading.Lock()
         self.conn: Connection | None = None
         self.cancelled = False
+        self.started = False
 
 
 def _translating(fn: Callable[[], T]) -> Callable[[], T]:

@@ -79,3 +79,27 @@ async def test_unreachable_server_is_database_unavailable() -> None:
 
 async def test_secret_url_is_not_in_repr(database_config: DatabaseConfig) -> None:
     assert database_config.url.get_secret_value() not in repr(database_config)
+
+
+async def test_cancelling_a_call_waiting_for_a_connection_returns_at_once(
+    database_url: str,
+) -> None:
+    config = DatabaseConfig(url=SecretStr(database_url), pool_size=1)
+    async with open_database(config) as db:
+        holding = trio.Event()
+        release = trio.Event()
+
+        def hold(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+            trio.from_thread.run_sync(holding.set)
+            trio.from_thread.run(release.wait)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(db.run, hold)
+            await holding.wait()
+            # The pool's only connection is busy: this call waits for a worker slot.
+            with trio.fail_after(5):  # well under the 10 s a started query may get
+                with trio.move_on_after(0.1):
+                    await db.run(lambda conn: conn.execute("SELECT 1"))
+            release.set()
+        row = await db.run(lambda conn: conn.execute("SELECT 2 AS n").fetchone())
+        assert row is not None and row["n"] == 2
