@@ -85,6 +85,11 @@ async def test_cancelling_a_call_waiting_for_a_connection_returns_at_once(
     database_url: str,
 ) -> None:
     config = DatabaseConfig(url=SecretStr(database_url), pool_size=1)
+    with trio.fail_after(30):
+        await _cancel_while_waiting(config)
+
+
+async def _cancel_while_waiting(config: DatabaseConfig) -> None:
     async with open_database(config) as db:
         holding = trio.Event()
         release = trio.Event()
