@@ -22,8 +22,9 @@ lint: venv
 test: lint
 	$(BIN)/pytest -m "not slow"
 
+# The long tests (faults, load, thorough fuzzing); writes their figures to docs/reliability.md.
 test-long: venv
-	$(BIN)/pytest -m slow
+	CJ_TEST_RELIABILITY_REPORT=docs/reliability.md $(BIN)/pytest -m slow
 
 proto: venv
 	$(BIN)/python tools/gen_proto.py
