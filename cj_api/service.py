@@ -38,7 +38,7 @@ from cj.db.calls import (
     upsert_calls,
 )
 from cj.db.paging import PageTokenError
-from cj.db.recordings import CreateOutcome, create_recording
+from cj.db.recordings import Created, CreateOutcome, create_recording
 from cj.errors import ServiceError
 from cj.model import Call, Recording, RecordingStatus
 from cj.queue.base import EncodeJob, JobPublisher, QueueError
@@ -133,8 +133,13 @@ class InvalidCall:
 
 
 def wav_key(call_uuid: uuid_module.UUID, sha256: str) -> str:
-    """Where an uploaded original goes in temporary storage (unique per content)."""
-    return f"wav/{str(call_uuid)[:2]}/{call_uuid}/{sha256}.wav"
+    """Where an uploaded original goes in temporary storage (unique per content).
+
+    Flat below a 256-way fan-out: a new upload creates no directory, which on a
+    filesystem storage saves the fsyncs of new parents. Rows keep their own key, so
+    this may change between releases.
+    """
+    return f"wav/{str(call_uuid)[:2]}/{call_uuid}-{sha256[:16]}.wav"
 
 
 class CallJournalService:
@@ -224,18 +229,25 @@ class CallJournalService:
         temporary = self._storages.temporary
         key = wav_key(header.call_uuid, header.sha256)
         await self._receive(temporary, key, header, chunks)
-        try:
-            created = await self._run(
-                functools.partial(
-                    create_recording,
-                    call_uuid=header.call_uuid,
-                    original_name=header.file_name,
-                    size=header.size,
-                    sha256=header.sha256,
-                    storage=temporary.name,
-                    key=key,
-                )
+        job = EncodeJob(header.call_uuid)
+        enqueue = self._publisher.transactional()
+
+        def insert_row(conn: Connection, key: str) -> Created:
+            created = create_recording(
+                conn,
+                header.call_uuid,
+                original_name=header.file_name,
+                size=header.size,
+                sha256=header.sha256,
+                storage=temporary.name,
+                key=key,
             )
+            if enqueue is not None and created.outcome is CreateOutcome.CREATED:
+                enqueue(conn, [job])  # one commit: the job exists iff the row does
+            return created
+
+        try:
+            created = await self._run(functools.partial(insert_row, key=key))
         except BaseException:
             # A cancelled call (the client gave up) may still have committed the row: the
             # query finishes in its thread. Deleting the file under a committed row would
@@ -251,11 +263,14 @@ class CallJournalService:
                 raise _conflict(header.call_uuid)
             return UploadResult(True, header.size, header.sha256, created.recording.status)
         self._metrics.uploaded_bytes.inc(header.size)
-        try:
-            await self._publisher.publish(EncodeJob(header.call_uuid))
-        except QueueError as exc:
-            # The row is committed: the reconciler will queue it. Not the client's problem.
-            log.warning("encode_job_not_published", call_uuid=str(header.call_uuid), error=str(exc))
+        if enqueue is None:
+            try:
+                await self._publisher.publish(job)
+            except QueueError as exc:
+                # The row is committed: the reconciler will queue it; not the client's problem.
+                log.warning(
+                    "encode_job_not_published", call_uuid=str(header.call_uuid), error=str(exc)
+                )
         log.info(
             "recording_uploaded",
             call_uuid=str(header.call_uuid),

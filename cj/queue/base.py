@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,12 @@ class JobPublisher(abc.ABC):
         """Publish several jobs; implementations batch them where the broker can."""
         for job in jobs:
             await self.publish(job)
+
+    def transactional(self) -> Callable[[Any, Sequence[EncodeJob]], None] | None:
+        """For a queue kept in the database: a function that enqueues jobs inside the
+        caller's transaction (given its connection), so that a job exists exactly when
+        the row needing it commits. None for brokers, which are published to after."""
+        return None
 
 
 class ConsumerStopped(QueueError):

@@ -96,6 +96,10 @@ class PostgresPublisher(JobPublisher):
     async def publish(self, job: EncodeJob) -> None:
         await self.publish_many([job])
 
+    def transactional(self) -> Callable[[Connection, Sequence[EncodeJob]], None]:
+        topic = self._topic
+        return lambda conn, jobs: enqueue_many(conn, topic, [job.to_bytes() for job in jobs])
+
     async def publish_many(self, jobs: Sequence[EncodeJob]) -> None:
         bodies = [job.to_bytes() for job in jobs]
         try:
