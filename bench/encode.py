@@ -29,13 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
+if not __package__:  # run as a file: the repo root first, not bench/ (whose queue.py
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # would shadow the stdlib's)
+
 import numpy as np
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cj.audio import EncodeSettings, encode_wav_to_mp3
 
-from cj.audio import EncodeSettings, encode_wav_to_mp3  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = EncodeSettings(bitrate_kbps=32, quality=5)
 TEN_MINUTES = 600

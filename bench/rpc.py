@@ -1,7 +1,6 @@
 """gRPC layer throughput: cj.rpc's server with our client and with grpcio, on loopback.
 
-Run: .venv/bin/python -P bench/rpc.py [--calls 2000] [--mebibytes 64]
-(-P: bench/queue.py would otherwise shadow the standard library's `queue`.)
+Run: .venv/bin/python bench/rpc.py [--calls 2000] [--mebibytes 64]
 Measures, against a trivial servicer (no database), with bearer-token auth on:
 - unary AddCall: one call at a time (latency p50/p99) and 32 concurrent callers on
   one connection (calls/s);
@@ -20,9 +19,14 @@ import hashlib
 import json
 import logging
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+if not __package__:  # run as a file: the repo root first, not bench/ (whose queue.py
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # would shadow the stdlib's)
 
 import grpc
 import structlog

@@ -6,16 +6,9 @@ from pathlib import Path
 
 import click
 
-from cj.config import ConfigError, ToolSettings, load_settings
+from cj.clitools import config_option, load_command_settings
+from cj.config import ToolSettings
 from cj.db.errors import DatabaseError
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="TOML configuration file (default: $CJ_CONFIG, else defaults + CJ_* variables).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,14 +17,11 @@ def cli() -> None:
 
 
 def load_tool_settings(config_path: Path | None) -> ToolSettings:
-    try:
-        return load_settings(ToolSettings, config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_command_settings(ToolSettings, config_path)
 
 
 @cli.command()
-@CONFIG_OPTION
+@config_option
 @click.option("--check", is_flag=True, help="Apply nothing; exit 1 when migrations are pending.")
 def migrate(config_path: Path | None, check: bool) -> None:
     """Bring the database schema up to date (safe to run concurrently and repeatedly)."""
@@ -59,7 +49,7 @@ def migrate(config_path: Path | None, check: bool) -> None:
 
 
 @cli.command()
-@CONFIG_OPTION
+@config_option
 @click.option(
     "--older-than-days",
     type=click.IntRange(min=1),

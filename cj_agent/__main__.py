@@ -12,45 +12,33 @@ import click
 import trio
 
 from cj.cdr import CdrOptions
-from cj.config import AgentSettings, AgentSourceConfig, ConfigError, load_settings
+from cj.clitools import config_option, load_command_settings, remember_config
+from cj.config import AgentSettings, AgentSourceConfig
 from cj.logs import configure_logging
 from cj_agent.backfill import BackfillPlan, BackfillSummary, FailureReport, run_backfill
 from cj_agent.progress import open_progress
 from cj_agent.uploader import ServerLink
 
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="TOML configuration file (default: $CJ_CONFIG, else defaults + CJ_* variables).",
-)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
-@CONFIG_OPTION
+@config_option
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Call Journal PBX agent: uploads CDRs and recordings to cj-api.
 
     Without a command, runs the agent (as `serve`).
     """
-    ctx.obj = config_path  # `cj-agent --config X backfill …` works as well
+    remember_config(ctx, config_path)  # `cj-agent --config X backfill …` works as well
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve, config_path=config_path)
 
 
 def _settings(config_path: Path | None) -> AgentSettings:
-    if config_path is None:
-        config_path = click.get_current_context().find_root().obj
-    try:
-        return load_settings(AgentSettings, config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_command_settings(AgentSettings, config_path)
 
 
 @cli.command()
-@CONFIG_OPTION
+@config_option
 def serve(config_path: Path | None) -> None:
     """Watch the configured sources until SIGTERM (then finish uploads and exit 0)."""
     from cj.daemon import run_daemon
@@ -95,7 +83,7 @@ def _moment(text: str | None, zone: ZoneInfo, option: str) -> datetime | None:
 
 
 @cli.command()
-@CONFIG_OPTION
+@config_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--source",

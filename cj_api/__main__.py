@@ -6,37 +6,28 @@ from pathlib import Path
 
 import click
 
-from cj.config import ApiSettings, ConfigError, load_settings
+from cj.clitools import config_option, load_command_settings, remember_config
+from cj.config import ApiSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="TOML configuration file (default: $CJ_CONFIG, else defaults + CJ_* variables).",
-)
+@config_option
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Call Journal API: gRPC and REST. Without a command, runs the service."""
-    ctx.ensure_object(dict)
-    ctx.obj["config_path"] = config_path
+    remember_config(ctx, config_path)
     if ctx.invoked_subcommand is None:
-        ctx.invoke(serve)
+        ctx.invoke(serve, config_path=config_path)
 
 
 @cli.command()
-@click.pass_context
-def serve(ctx: click.Context) -> None:
+@config_option
+def serve(config_path: Path | None) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and exit 0."""
     from cj.daemon import run_daemon
     from cj_api.app import serve as serve_api
 
-    try:
-        settings = load_settings(ApiSettings, ctx.obj.get("config_path"))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = load_command_settings(ApiSettings, config_path)
     raise SystemExit(run_daemon("cj-api", serve_api, settings, settings.logging))
 
 

@@ -8,38 +8,29 @@ from pathlib import Path
 import click
 
 from cj.audio.cli import encode
-from cj.config import ConfigError, EncoderSettings, load_settings
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="TOML configuration file (default: $CJ_CONFIG, else defaults + CJ_* variables).",
-)
+from cj.clitools import config_option, load_command_settings, remember_config
+from cj.config import EncoderSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
-@CONFIG_OPTION
+@config_option
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Call Journal encoder: WAV recordings to stereo MP3 in permanent storage.
 
     Without a command, runs the service (as `serve`).
     """
+    remember_config(ctx, config_path)
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve, config_path=config_path)
 
 
 def _settings(config_path: Path | None) -> EncoderSettings:
-    try:
-        return load_settings(EncoderSettings, config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_command_settings(EncoderSettings, config_path)
 
 
 @cli.command()
-@CONFIG_OPTION
+@config_option
 def serve(config_path: Path | None) -> None:
     """Consume encode jobs until SIGTERM/SIGINT (then finish in-flight work and exit 0)."""
     from cj.daemon import run_daemon
@@ -50,7 +41,7 @@ def serve(config_path: Path | None) -> None:
 
 
 @cli.command("retry-failed")
-@CONFIG_OPTION
+@config_option
 @click.option("--call", "call_uuid", type=click.UUID, default=None, help="Only this call.")
 def retry_failed(config_path: Path | None, call_uuid: uuid.UUID | None) -> None:
     """Queue failed recordings for another round of attempts."""
