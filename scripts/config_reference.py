@@ -64,7 +64,7 @@ MEANINGS: dict[str, str] = {
         "How long a CDR waits for the recording it names; then the call is uploaded "
         "alone, the CDR moves to pending/ and the recording follows when it appears."
     ),
-    "agent.max_concurrent_uploads": "Uploads in flight at once.",
+    "agent.max_concurrent_uploads": "Requests to the server in flight at once (uploads included).",
     "agent.request_timeout_s": "Deadline of one gRPC request (uploads get more for big files).",
     "agent.grace_period_s": "On SIGTERM, how long uploads in flight may take to finish.",
     "agent.watchdog_interval_s": (
