@@ -49,6 +49,7 @@ class ReliabilityLog:
 
 
 LOG_KEY = pytest.StashKey[ReliabilityLog]()
+_SEVERITY = ("passed", "skipped", "failed")
 
 
 class Recorder:
@@ -94,10 +95,15 @@ class _Collector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         log = self.log
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            log.outcomes[report.nodeid] = report.outcome
-            log.durations[report.nodeid] = report.duration
+            outcome = report.outcome
         elif report.when == "teardown" and report.failed:
-            log.outcomes[report.nodeid] = "failed"
+            outcome = "failed"
+        else:
+            return
+        # Items may share a node id (schemathesis' operations do): the worst one counts.
+        previous = log.outcomes.get(report.nodeid, "passed")
+        log.outcomes[report.nodeid] = max(previous, outcome, key=_SEVERITY.index)
+        log.durations[report.nodeid] = log.durations.get(report.nodeid, 0.0) + report.duration
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = os.environ.get(REPORT_ENV, "").strip()
@@ -218,8 +224,9 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
         "",
         "| scenario | result | agents | calls (with recording) | searchers | ingest | calls/s "
         "| searches | p50 / p99 REST | p50 / p99 gRPC | p99 all (target ≤ 100 ms) "
-        "| REST server-side p50 / p99 | same searches idle p50 / p99 | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| REST server-side p50 / p99 | same searches idle p50 / p99 | errors "
+        "| load average at start |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         f = e.figures
@@ -233,7 +240,8 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
             f"| {_ms(f, 'p50_grpc_ms')} / {_ms(f, 'p99_grpc_ms')} "
             f"| {_ms(f, 'p99_ms')}, {target} "
             f"| {_ms(f, 'p50_rest_server_ms')} / {_ms(f, 'p99_rest_server_ms')} "
-            f"| {_ms(f, 'p50_idle_ms')} / {_ms(f, 'p99_idle_ms')} | {f.get('errors')} |"
+            f"| {_ms(f, 'p50_idle_ms')} / {_ms(f, 'p99_idle_ms')} | {f.get('errors')} "
+            f"| {f.get('loadavg_before', '–')} |"
         )
     lines += [""]
     for e in entries:

@@ -9,6 +9,7 @@ screen, not a benchmark loop); each request's latency is measured client-side.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -132,8 +133,10 @@ async def run_load(
     recording_every: int,
     searchers: int,
     timeout_s: float,
+    **deployment_options: Any,
 ) -> dict[str, Any]:
-    deployment = make_deployment()
+    load_before = os.getloadavg()[0]
+    deployment = make_deployment(**deployment_options)
     stack: Stack = deployment.stack
     harness = stack.harness
     spools = [stack.add_spool(f"pbx-{n + 1}") for n in range(agents)]
@@ -216,6 +219,7 @@ async def run_load(
         "p50_rest_server_ms": round(percentile(server_ms, 0.50), 2),
         "p99_rest_server_ms": round(percentile(server_ms, 0.99), 2),
         "errors": len(stats.errors) + len(errors),
+        "loadavg_before": round(load_before, 2),
     }
 
 

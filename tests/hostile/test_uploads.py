@@ -101,24 +101,27 @@ def attempts(draw: st.DrawFn) -> Attempt:
             st.binary(min_size=60_000, max_size=200_000).map(lambda b: b * 2),
         )
     )
-    hang_up = draw(st.one_of(st.none(), st.integers(0, max(len(body) - 1, 0))))
+    hang_up = draw(st.integers(0, max(len(body) - 1, 0)))
+    # Weighted toward well-formed uploads, so the success path is fuzzed (chunking,
+    # duplicates) as much as the refusals.
     return Attempt(
         transport=draw(st.sampled_from(["rest", "grpc"])),
-        target=draw(st.sampled_from(["fresh", "fresh", "taken", "unknown", "garbage"])),
+        target=draw(st.sampled_from(["fresh", "fresh", "fresh", "taken", "unknown", "garbage"])),
         body=body,
         declared=draw(
-            st.sampled_from(["exact", "exact", "more", "less", "zero", "negative", "huge"])
+            st.sampled_from(["exact"] * 5 + ["more", "less", "zero", "negative", "huge"])
         ),
         checksum=draw(
-            st.sampled_from(["right", "right", "wrong", "upper", "short", "missing", "digest"])
+            st.sampled_from(["right"] * 4 + ["digest", "wrong", "upper", "short", "missing"])
         ),
-        name=draw(st.one_of(st.none(), NAMES)),
+        name=draw(st.one_of(st.none(), st.just("call.wav"), NAMES)),
         chunks=draw(st.lists(st.integers(1, 70_000), max_size=6)),
-        hang_up_after=hang_up if draw(st.booleans()) else None,
+        hang_up_after=hang_up if draw(st.integers(0, 3)) == 0 else None,
         chunked=draw(st.booleans()),
         content_type=draw(
             st.sampled_from(
-                ["audio/wav", "application/octet-stream", "text/plain", "", "audio/x-wav; x=1"]
+                ["audio/wav"] * 3
+                + ["application/octet-stream", "text/plain", "", "audio/x-wav; x=1"]
             )
         ),
     )
