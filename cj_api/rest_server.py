@@ -1,9 +1,15 @@
-"""Serving the REST app with hypercorn's Trio worker, inside the caller's nursery.
+"""Serving the REST app with hypercorn's protocol machinery, inside the caller's nursery.
 
 `serve_rest` binds, reports the bound port through `task_status` (so `port=0` works in
 tests), serves HTTP/1.1 and HTTP/2 (h2 over TLS via ALPN; h2c upgrade in clear), and
 shuts down gracefully when `shutdown_trigger` returns: it stops accepting, lets requests
 in flight finish for `grace_period_s`, then cancels what is left.
+
+We run hypercorn's per-connection `TCPServer` under our own accept loop rather than
+`hypercorn.trio.serve`, for one reason: there, an exception escaping one connection
+(e.g. hypercorn's h11 protocol racing a client that hangs up while an early answer is
+sent: `BusyResourceError`) ends the whole server. Here it ends that connection only,
+and is logged.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import structlog
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 
 __all__ = ["serve_rest"]
@@ -63,16 +72,65 @@ async def serve_rest(
     config.h11_max_incomplete_size = MAX_REQUEST_HEAD_BYTES
     config.alpn_protocols = ["h2", "http/1.1"]
 
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=shutdown_trigger)
+    tls = tls_cert_file is not None
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+        await trio.open_tcp_listeners(port, host=host)
+    )
+    if tls:
+        ssl_context = config.create_ssl_context()
+        assert ssl_context is not None  # certfile and keyfile are set
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners
+        ]
+    bound_port = _port_of(listeners[0])
+    url = f"{'https' if tls else 'http'}://{_bind_address(host, bound_port)}"
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        connection = TCPServer(
+            wrapped, config, context, ConnectionState(lifespan_state.copy()), stream
         )
-        bound = urlsplit(binds[0])
-        if bound.port is None:  # pragma: no cover - hypercorn always reports host:port
-            raise RuntimeError(f"hypercorn reported an address without a port: {binds[0]!r}")
-        log.info("rest_listening", url=binds[0], tls=tls_cert_file is not None)
-        task_status.started(bound.port)
-    log.info("rest_stopped", url=binds[0])
+        try:
+            await connection.run()
+        except Exception as exc:
+            log.warning("rest_connection_failed", error=_describe(exc))
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                acceptors.start_soon(
+                    partial(trio.serve_listeners, handle, listeners, handler_nursery=connections)
+                )
+                log.info("rest_listening", url=url, tls=tls)
+                task_status.started(bound_port)
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                await shutdown_trigger()
+                acceptors.cancel_scope.cancel()  # stop accepting; close the listeners
+            # Connections finish their requests (and close, since terminated is set)
+            # within the grace period; what is left is cancelled.
+            await context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + grace_period_s
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+    log.info("rest_stopped", url=url)
+
+
+def _port_of(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    assert isinstance(inner, trio.SocketListener)
+    return int(inner.socket.getsockname()[1])
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _bind_address(host: str, port: int) -> str:
