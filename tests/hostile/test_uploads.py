@@ -300,7 +300,8 @@ async def grpc_upload(api: ThreadedApi, attempt: Attempt, call_uuid: str) -> Err
             return exc.code
         except HangUp:  # stream_unary cancels the call and lets it through unchanged
             return "hung up"
-    assert reply.sha256 == header.sha256 and reply.size == header.size
+    # The server answers the canonical (lower-case) form of the sha256 it verified.
+    assert reply.sha256 == header.sha256.lower() and reply.size == header.size
     return "ok"
 
 
