@@ -243,7 +243,14 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
             f"| {_ms(f, 'p50_idle_ms')} / {_ms(f, 'p99_idle_ms')} | {f.get('errors')} "
             f"| {f.get('loadavg_before', '–')} |"
         )
-    lines += [""]
+    lines += [
+        "",
+        "Latencies are measured on the one machine that also runs PostgreSQL, SeaweedFS, "
+        "cj-api, cj-encoder, the agents and the clients (and whatever else was running: see "
+        "the load average); the server-side and idle columns separate the API's own time "
+        "from waiting for a CPU.",
+        "",
+    ]
     for e in entries:
         if e.summary:
             lines += [f"- {e.scenario}: {e.summary}"]

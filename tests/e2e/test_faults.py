@@ -161,7 +161,7 @@ async def test_encoder_killed_mid_encode_and_restarted(
             f"killed while {len(still)} 40-minute recording(s) were `encoding`; after the "
             f"{stack.lease_s:g} s lease the restarted encoder claimed and finished them "
             f"(attempts {sorted(r['attempts'] for r in attempts)}); the killed encoder left "
-            f"{len(work_left)} work director(ies) in encoder.work_dir"
+            f"{len(work_left)} work directory(ies) behind in encoder.work_dir"
         ),
         **report.figures(),
     )
@@ -390,7 +390,7 @@ async def test_temporary_storage_full_then_freed(
         kind="fault",
         summary=(
             f"{mechanism} filled to 24 KiB free: uploads answered UNAVAILABLE / 503 "
-            f"\u201c{message}\u201d ({full_seen} agent log lines say so) while the 20 calls "
+            f"\u201c{message}\u201d ({full_seen} agent log line(s) say so) while the 20 calls "
             "were added and every WAV stayed in the spool; once the filler was deleted all "
             "were uploaded and encoded"
         ),
