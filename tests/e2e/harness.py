@@ -326,7 +326,7 @@ class Harness:
 
     def _tell_watchdog(self, line: str) -> None:
         stdin = self._watchdog.stdin
-        if stdin is None:
+        if stdin is None or stdin.closed:
             return
         with contextlib.suppress(OSError):
             stdin.write(line + "\n")

@@ -180,7 +180,7 @@ async def test_recording_names_never_lead_out_of_the_spool(
     assert len(rows) == 2 and secret_sha not in {row["original_sha256"] for row in rows}
     for row in rows:
         key = str(row["original_key"])
-        assert SERVER_KEY.match(key) and row["uuid"] in key and ".." not in key, key
+        assert SERVER_KEY.match(key) and str(row["uuid"]) in key and ".." not in key, key
     assert_nothing_written_outside(tmp_path, {"pbx", "outside", "temp", "recordings"})
 
 
