@@ -20,25 +20,26 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.calls import CallFactory, Inventory
+from tests.e2e.calls import CallFactory, CallSpec, Inventory, Spool
 from tests.e2e.conftest import Deployment
+from tests.e2e.harness import Harness
 from tests.e2e.stack import AGENT_TOKEN
-from tests.e2e.verify import settle_and_verify
+from tests.e2e.verify import LossReport, settle_and_verify
 
 
-def drop(spool: Any, inventory: Inventory, calls: list[Any]) -> None:
+def drop(spool: Spool, inventory: Inventory, calls: list[CallSpec]) -> None:
     for call in calls:
         inventory.add(call)
     spool.drop_all(calls)
 
 
-def agent_events(harness: Any, name: str, *events: str) -> list[dict[str, Any]]:
+def agent_events(harness: Harness, name: str, *events: str) -> list[dict[str, Any]]:
     return [e for e in harness.events(name) if e.get("event") in events]
 
 
 async def kill_api_mid_upload(
     deployment: Deployment, tmp_path: Path, *, kills: int, calls: int
-) -> tuple[Any, list[int], int, int]:
+) -> tuple[LossReport, list[int], int, int]:
     """Drop `calls` big and `calls` small recordings; `kills` times, kill -9 cj-api while
     an upload is being received, restart it. Returns the figures and what happened."""
     stack, harness = deployment.stack, deployment.stack.harness
