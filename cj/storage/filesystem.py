@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import secrets
 import stat as stat_module
@@ -63,6 +64,7 @@ from cj.storage.base import (
 log = structlog.get_logger(__name__)
 
 TEMP_DIR = ".tmp"
+QUOTA_RESCAN_S = 1.0
 XATTR = "user.cj.sha256"
 DEFAULT_THREADS = 8
 
@@ -108,6 +110,8 @@ class FilesystemStorage(Storage):
         self._limiter = trio.CapacityLimiter(max_threads)
         self._used: int | None = None  # committed bytes, once scanned (quota only)
         self._reserved = 0  # bytes of uploads in progress
+        self._last_scan = -math.inf  # trio time of the last forced usage scan
+        self.quota_rescan_s = QUOTA_RESCAN_S
         self._scan_lock = trio.Lock()
 
     @classmethod
@@ -144,7 +148,7 @@ class FilesystemStorage(Storage):
         size, handle, chunks = await file_chunks(path, self._limiter, 4 * CHUNK_BYTES)
         try:
             async with self.open_upload(key) as upload:
-                self._check_quota(size, key)  # fail fast rather than after copying most of it
+                await self._check_quota(size, key)  # fail fast, not after copying most of it
                 async for chunk in chunks:
                     await upload.write(chunk)
                 return await upload.commit()
@@ -299,10 +303,18 @@ class FilesystemStorage(Storage):
                         _tree_size, self.root, limiter=self._limiter
                     )
 
-    def _check_quota(self, more: int, key: str) -> None:
+    async def _check_quota(self, more: int, key: str) -> None:
         if not self.quota_bytes:
             return
         assert self._used is not None
+        if self._used + self._reserved + more <= self.quota_bytes:
+            return
+        # Other processes share the root (the encoder deletes the WAVs the API wrote):
+        # before refusing, count again, at most once per QUOTA_RESCAN_S.
+        now = trio.current_time()
+        if now - self._last_scan >= self.quota_rescan_s:
+            self._last_scan = now
+            await self._ensure_usage(force=True)
         if self._used + self._reserved + more > self.quota_bytes:
             raise StorageFull(
                 f"storage {self.name!r}: writing {key!r} would exceed the quota of "
@@ -380,7 +392,7 @@ class _FilesystemUpload(Upload):
             await trio.lowlevel.checkpoint()
             return
         storage = self._storage
-        storage._check_quota(len(data), self._key)
+        await storage._check_quota(len(data), self._key)
         storage._reserved += len(data)
         self._written += len(data)
 

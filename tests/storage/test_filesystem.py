@@ -247,3 +247,23 @@ def test_error_translation(
 def test_negative_quota_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="quota_bytes"):
         FilesystemStorage("fs", tmp_path, quota_bytes=-1)
+
+
+async def test_quota_sees_space_freed_by_another_process(tmp_path: Path) -> None:
+    """The API writes, the encoder deletes: the writer's quota must notice the room."""
+    writer = FilesystemStorage("temp", tmp_path, quota_bytes=1000)
+    writer.quota_rescan_s = 0  # count again at every refusal (default: once a second)
+    other = FilesystemStorage("temp", tmp_path)  # another process on the same root
+    with trio.fail_after(10):
+        for name in ("a", "b"):
+            async with writer.open_upload(f"{name}.wav") as upload:
+                await upload.write(b"x" * 400)
+                await upload.commit()
+        with pytest.raises(StorageFull):
+            async with writer.open_upload("c.wav") as upload:
+                await upload.write(b"x" * 400)
+        await other.delete("a.wav")
+        async with writer.open_upload("c.wav") as upload:
+            await upload.write(b"x" * 400)
+            await upload.commit()
+    assert await writer.exists("c.wav")
