@@ -22,7 +22,7 @@ from cj.queue import (
 )
 from cj.reconcile import run_reconciler
 from cj.storage import Storages, open_storages
-from cj_encoder.worker import JobContext, JobOutcome, process
+from cj_encoder.worker import JobContext, JobOutcome, process, remove_orphaned_work_dirs
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +73,9 @@ async def run_encoder(
     `on_settled` is called after every delivery with its outcome.
     """
     config = settings.encoder
+    orphans = await trio.to_thread.run_sync(remove_orphaned_work_dirs, config.work_dir)
+    if orphans:
+        log.info("orphaned_work_dirs_removed", count=orphans)
     ctx = JobContext(
         db=db,
         storages=storages,

@@ -16,6 +16,8 @@ leftover WAV, removed when the duplicate message comes.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import tempfile
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
@@ -52,6 +54,38 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MP3_CONTENT_TYPE = "audio/mpeg"
+
+
+WORK_DIR_PREFIX = "cj-encode-"
+
+
+def work_dir_prefix(pid: int | None = None) -> str:
+    """Per-process prefix of the encoder's scratch directories (`cj-encode-<pid>-…`)."""
+    return f"{WORK_DIR_PREFIX}{pid if pid is not None else os.getpid()}-"
+
+
+def remove_orphaned_work_dirs(work_dir: Path | None) -> int:
+    """Delete scratch directories of encoder processes that no longer run (killed -9
+    mid-encode: a local WAV copy and a partial MP3 each). Returns how many."""
+    base = Path(work_dir if work_dir is not None else tempfile.gettempdir())
+    removed = 0
+    for entry in base.glob(f"{WORK_DIR_PREFIX}*"):
+        pid_text = entry.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
+        if not entry.is_dir() or not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, someone else's
+    return True
 
 
 def mp3_key(call_uuid: uuid_module.UUID, started_at: datetime) -> str:
@@ -140,7 +174,7 @@ async def _encode_and_store(
     source_storage = _storage(ctx, recording.original_storage)
     permanent = ctx.storages.permanent
     key = mp3_key(call_uuid, record.call.started_at)
-    with tempfile.TemporaryDirectory(prefix="cj-encode-", dir=ctx.config.work_dir) as workdir:
+    with tempfile.TemporaryDirectory(prefix=work_dir_prefix(), dir=ctx.config.work_dir) as workdir:
         src = await _local_source(source_storage, recording.original_key, Path(workdir))
         dst = Path(workdir) / "out.mp3"
         result = await _encode(ctx, src, dst)

@@ -209,8 +209,10 @@ class EncoderConfig:
     concurrency: NonNegativeInt = 0  # 0 = one per CPU
     bitrate_kbps: Annotated[int, Field(ge=8, le=320)] = 32
     quality: Annotated[int, Field(ge=0, le=9)] = 5  # LAME -q: 0 best/slowest, 9 worst/fastest
-    max_attempts: PositiveInt = 5
-    retry_base_s: PositiveFloat = 5.0
+    # 10 attempts from 10 s doubling to 10 min ride out a storage outage of ~40 min
+    # before a recording is marked failed (`cj-encoder retry-failed` brings it back).
+    max_attempts: PositiveInt = 10
+    retry_base_s: PositiveFloat = 10.0
     retry_max_s: PositiveFloat = 600.0
     reconcile_interval_s: PositiveFloat = 60.0
     grace_period_s: NonNegativeFloat = 30.0

@@ -299,3 +299,25 @@ async def test_hard_crash_is_recovered_when_the_leases_expire(rig: Rig) -> None:
             await rig.wait_for(call_uuid, JobOutcome.STORED)
     recording = await rig.recording(call_uuid)
     assert recording.status is RecordingStatus.STORED and recording.attempts == 2
+
+
+def test_orphaned_work_dirs_of_dead_encoders_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cj_encoder.worker import remove_orphaned_work_dirs, work_dir_prefix
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = tmp_path / f"{work_dir_prefix(int(dead.stdout))}abc"
+    mine = tmp_path / f"{work_dir_prefix()}def"
+    unrelated = tmp_path / "cj-encode-notapid"
+    for directory in (orphan, mine, unrelated):
+        directory.mkdir()
+        (directory / "in.wav").write_bytes(b"RIFF")
+    assert remove_orphaned_work_dirs(tmp_path) == 1
+    assert not orphan.exists() and mine.exists() and unrelated.exists()
