@@ -32,6 +32,9 @@ def configure_logging(config: LoggingConfig) -> None:
     ]
     structlog.configure(
         processors=[
+            # Drop events below the level first: a debug line per request must cost
+            # nothing when debug is off.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
