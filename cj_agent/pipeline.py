@@ -1,6 +1,6 @@
 """What happens to one ready CDR (and its recording), from parsing to clean-up.
 
-    parse ─▶ AddCall ─▶ no recording? ──────────────────────────────▶ finish CDR
+    parse ─▶ AddCall(s) ─▶ no recording? ──────────────────────────────▶ finish CDR
                     └─▶ wait for the recording (≤ recording_wait_s)
                           ready ─▶ hash ─▶ UploadRecording ─▶ finish recording, then CDR
                           absent, but the server has it ──────▶ finish CDR
@@ -44,6 +44,7 @@ from cj.errors import ErrorCode
 from cj.model import Call
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, RpcError
+from cj_agent.batcher import CallBatcher
 from cj_agent.files import move_into, quarantine
 from cj_agent.stats import AgentStats
 from cj_agent.uploader import (
@@ -100,6 +101,7 @@ class SourceContext:
     link: ServerLink
     stats: AgentStats
     stopping: trio.Event
+    calls: CallBatcher
     options: CdrOptions = field(init=False)
     zone: ZoneInfo = field(init=False)
     late: dict[str, LateRecording] = field(default_factory=dict)  # by pending CDR name
@@ -184,7 +186,7 @@ async def process_cdr(ctx: SourceContext, path: Path) -> None:
             return
     message = call_to_pb(call, include_raw=True)
     try:
-        await ctx.link.call("AddCall", lambda journal: journal.add_call(message))
+        await ctx.calls.add(message)  # batched with other CDRs ready at the same time
     except RpcError as exc:
         await ctx.quarantine(f"the server refused the call: {exc}", path)
         return

@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from cj.config import AgentSettings
+from cj_agent.batcher import CallBatcher
 from cj_agent.pipeline import SourceContext
 from cj_agent.source import run_source
 from cj_agent.stats import AgentStats
@@ -62,10 +63,14 @@ async def serve(
     notifier = notifier or Notifier.from_environment()
     stats = AgentStats()
     stopping = trio.Event()
-    contexts = [SourceContext(source, config, link, stats, stopping) for source in config.sources]
+    calls = CallBatcher(link)
+    contexts = [
+        SourceContext(source, config, link, stats, stopping, calls) for source in config.sources
+    ]
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(link.run)
+            await nursery.start(calls.run)
             work = trio.CancelScope()
             work_done = trio.Event()
             await nursery.start(_run_sources, contexts, work, work_done)
