@@ -62,6 +62,7 @@ T = TypeVar("T")
 MAX_CHECK_UUIDS = 1000
 MAX_REJECTIONS_REPORTED = 1000
 ADD_CALLS_BATCH = 500
+BULK_INGEST_STREAMS = 2  # AddCalls streams processed at once
 MAX_FILE_NAME = 255
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -147,12 +148,18 @@ class CallJournalService:
         self,
         *,
         db: Database,
+        read_db: Database | None = None,
         storages: Storages,
         publisher: JobPublisher,
         config: ApiConfig,
         metrics: ApiMetrics,
     ) -> None:
         self._db = db
+        # Reads have their own pool: searches must not wait behind a burst of commits.
+        self._read_db = read_db or db
+        # Bulk streams take turns: a backlog of many agents at once must leave the event
+        # loop room for searches (the streams wait in HTTP/2 flow control meanwhile).
+        self._bulk_ingest = trio.CapacityLimiter(BULK_INGEST_STREAMS)
         self._storages = storages
         self._publisher = publisher
         self._config = config
@@ -169,6 +176,12 @@ class CallJournalService:
     ) -> AddCallsResult:
         """Upsert a stream of calls in batches; invalid items are reported, not fatal."""
         require(principal, Role.AGENT)
+        async with self._bulk_ingest:
+            return await self._add_calls(principal, items)
+
+    async def _add_calls(
+        self, principal: Principal, items: AsyncIterable[Call | InvalidCall]
+    ) -> AddCallsResult:
         result = AddCallsResult()
         batch: list[Call] = []
 
@@ -201,7 +214,7 @@ class CallJournalService:
         require(principal, Role.AGENT)
         if not 1 <= len(uuids) <= MAX_CHECK_UUIDS:
             raise ServiceError.invalid("uuids", f"give 1 to {MAX_CHECK_UUIDS} uuids")
-        return await self._run(functools.partial(check_calls, uuids=uuids))
+        return await self._run(functools.partial(check_calls, uuids=uuids), read=True)
 
     async def upload_recording(
         self, principal: Principal, header: UploadHeader, chunks: AsyncIterable[bytes]
@@ -318,11 +331,11 @@ class CallJournalService:
             raise ServiceError.invalid(exc.field, exc.reason) from None
         except PageTokenError as exc:
             raise ServiceError.invalid("page_token", str(exc)) from None
-        return await self._run(functools.partial(search_calls, query=query))
+        return await self._run(functools.partial(search_calls, query=query), read=True)
 
     async def get_call(self, principal: Principal, call_uuid: uuid_module.UUID) -> CallRecord:
         require(principal, Role.READER)
-        record = await self._run(functools.partial(get_call, call_uuid=call_uuid))
+        record = await self._run(functools.partial(get_call, call_uuid=call_uuid), read=True)
         if record is None:
             raise ServiceError.not_found(f"no call {call_uuid}")
         return record
@@ -342,7 +355,7 @@ class CallJournalService:
 
     async def _locate(self, call_uuid: uuid_module.UUID) -> DownloadInfo:
         for _ in range(3):  # the encoder may move the file between our reads
-            record = await self._run(functools.partial(get_call, call_uuid=call_uuid))
+            record = await self._run(functools.partial(get_call, call_uuid=call_uuid), read=True)
             if record is None:
                 raise ServiceError.not_found(f"no call {call_uuid}")
             recording = record.recording
@@ -446,7 +459,7 @@ class CallJournalService:
     async def ready(self) -> None:
         """Raise ServiceError UNAVAILABLE unless the database answers."""
         try:
-            await self._db.check()
+            await self._read_db.check()
         except DatabaseUnavailable as exc:
             raise ServiceError.unavailable(str(exc)) from None
 
@@ -465,9 +478,9 @@ class CallJournalService:
             )
         return True
 
-    async def _run(self, fn: Callable[[Connection], T]) -> T:
+    async def _run(self, fn: Callable[[Connection], T], *, read: bool = False) -> T:
         try:
-            return await self._db.run(fn)
+            return await (self._read_db if read else self._db).run(fn)
         except DatabaseUnavailable as exc:
             raise ServiceError.unavailable("database unavailable; retry later") from exc
         except psycopg.errors.ForeignKeyViolation:
