@@ -103,7 +103,10 @@ MEANINGS: dict[str, str] = {
     # database
     "database.url": "PostgreSQL connection URL (`postgresql://user:password@host:5432/db`).",
     "database.pool_size": "Connections per process.",
-    "database.read_pool_size": "cj-api only: extra connections for searches, lookups and downloads, so ingest cannot queue them.",
+    "database.read_pool_size": (
+        "cj-api only: more connections, for searches, lookups and downloads, "
+        "so ingest cannot queue them."
+    ),
     "database.connect_timeout_s": "Time allowed to connect.",
     "database.statement_timeout_s": "Longest statement (0: no limit).",
     # storage
