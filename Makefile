@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check cj cj_api cj_encoder cj_agent tests bench tools
-	$(BIN)/ruff format --check cj cj_api cj_encoder cj_agent tests bench tools
+	$(BIN)/ruff check cj cj_api cj_encoder cj_agent tests bench tools scripts
+	$(BIN)/ruff format --check cj cj_api cj_encoder cj_agent tests bench tools scripts
 	$(BIN)/mypy
 
 test: lint
