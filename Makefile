@@ -26,6 +26,11 @@ test: lint
 test-long: venv
 	CJ_TEST_RELIABILITY_REPORT=docs/reliability.md $(BIN)/pytest -m slow
 
+# Every benchmark in turn (tens of minutes; run on an idle machine). Each prints its
+# figures and, last, one JSON line.
+bench: venv
+	set -e; for script in bench/[a-z]*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
 proto: venv
 	$(BIN)/python tools/gen_proto.py
 
