@@ -78,12 +78,23 @@ async def serve(
     client_id = f"cj-api-{socket.gethostname()}-{os.getpid()}"
     async with (
         open_database(settings.database, wait=False, name="cj-api") as db,
+        open_database(
+            settings.database,
+            wait=False,
+            name="cj-api-read",
+            size=settings.database.read_pool_size,
+        ) as read_db,
         open_storages(settings.storage) as storages,
         open_publisher(settings.queue, db, client_id=client_id) as publisher,
     ):
         metrics = ApiMetrics()
         service = CallJournalService(
-            db=db, storages=storages, publisher=publisher, config=config, metrics=metrics
+            db=db,
+            read_db=read_db,
+            storages=storages,
+            publisher=publisher,
+            config=config,
+            metrics=metrics,
         )
         authenticator = Authenticator(settings.auth)
         rest_app = create_rest_app(

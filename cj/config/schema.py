@@ -59,6 +59,9 @@ class DatabaseConfig:
 
     url: SecretStr = SecretStr("postgresql://127.0.0.1:5432/calljournal")
     pool_size: PositiveInt = 10
+    # cj-api's separate connections for searches, lookups and downloads, so that a burst
+    # of ingest (each write waits for its commit to reach the disk) cannot queue them.
+    read_pool_size: PositiveInt = 4
     connect_timeout_s: PositiveFloat = 10.0
     statement_timeout_s: NonNegativeFloat = 30.0  # 0 = no limit
 

@@ -170,9 +170,14 @@ def connection_kwargs(config: DatabaseConfig) -> dict[str, Any]:
 
 @asynccontextmanager
 async def open_database(
-    config: DatabaseConfig, *, wait: bool = True, name: str = "calljournal"
+    config: DatabaseConfig,
+    *,
+    wait: bool = True,
+    name: str = "calljournal",
+    size: int | None = None,
 ) -> AsyncIterator[Database]:
-    """Open a pool for the lifetime of the block.
+    """Open a pool for the lifetime of the block (`size` connections, default
+    `config.pool_size`).
 
     `wait=True` fails fast (DatabaseUnavailable) when PostgreSQL cannot be reached
     within the connect timeout; `wait=False` starts anyway and lets queries fail
@@ -183,7 +188,7 @@ async def open_database(
     pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
         config.url.get_secret_value(),
         min_size=1,
-        max_size=config.pool_size,
+        max_size=size or config.pool_size,
         kwargs=kwargs,
         open=False,
         check=_check_if_idle,
@@ -200,7 +205,7 @@ async def open_database(
         await trio.to_thread.run_sync(pool.close)
         raise
     try:
-        yield Database(pool, config.pool_size)
+        yield Database(pool, size or config.pool_size)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(lambda: pool.close(timeout=5.0))
