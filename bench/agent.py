@@ -46,7 +46,7 @@ import trio
 from pydantic import SecretStr
 
 from bench._pg import benchmark_database
-from bench.api import AGENT, make_wav, start_api
+from bench.api import AGENT, make_wav, pcm16_wav_header, start_api
 from cj.cdr import CdrOptions, parse_cdr
 from cj.codec import call_to_pb
 from cj.config import AgentConfig, AgentSettings, AgentSourceConfig
@@ -88,20 +88,7 @@ def compact_cdr(call_uuid: str, i: int, recording: str | None) -> bytes:
 
 
 def minute_wav(seed: int, noise: bytes) -> bytes:
-    header = (
-        b"RIFF"
-        + (36 + MINUTE_WAV_BYTES).to_bytes(4, "little")
-        + b"WAVEfmt "
-        + (16).to_bytes(4, "little")
-        + (1).to_bytes(2, "little")
-        + (1).to_bytes(2, "little")
-        + (8000).to_bytes(4, "little")
-        + (16000).to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
-        + (16).to_bytes(2, "little")
-        + b"data"
-        + MINUTE_WAV_BYTES.to_bytes(4, "little")
-    )
+    header = pcm16_wav_header(MINUTE_WAV_BYTES)
     body = seed.to_bytes(8, "little") + noise[: MINUTE_WAV_BYTES - 8]
     return header + body
 

@@ -71,23 +71,28 @@ def new_call(rng: random.Random) -> Call:
     )
 
 
-def make_wav(path: Path, megabytes: int) -> None:
-    """A PCM16 8 kHz mono WAV of about `megabytes` MB (noise; the API does not decode)."""
-    data_size = megabytes * 1024 * 1024
-    header = (
+def pcm16_wav_header(data_size: int, rate: int = 8000, channels: int = 1) -> bytes:
+    """The 44-byte header of a PCM 16-bit WAV whose data chunk holds `data_size` bytes."""
+    block_align = 2 * channels
+    return (
         b"RIFF"
         + (36 + data_size).to_bytes(4, "little")
         + b"WAVEfmt "
         + (16).to_bytes(4, "little")
-        + (1).to_bytes(2, "little")
-        + (1).to_bytes(2, "little")
-        + (8000).to_bytes(4, "little")
-        + (16000).to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")  # PCM
+        + channels.to_bytes(2, "little")
+        + rate.to_bytes(4, "little")
+        + (rate * block_align).to_bytes(4, "little")
+        + block_align.to_bytes(2, "little")
         + (16).to_bytes(2, "little")
         + b"data"
         + data_size.to_bytes(4, "little")
     )
+
+
+def make_wav(path: Path, megabytes: int) -> None:
+    """A PCM16 8 kHz mono WAV of about `megabytes` MB (noise; the API does not decode)."""
+    header = pcm16_wav_header(megabytes * 1024 * 1024)
     block = os.urandom(1024 * 1024)
     with path.open("wb") as f:
         f.write(header)
