@@ -300,7 +300,7 @@ def main() -> None:
                 figures["agent_drain_calls_per_s"] = round(args.spool / elapsed)
                 rate = figures["agent_drain_calls_per_s"]
                 print(
-                    f"agent daemon, {args.spool:,} CDRs waiting in its spool (AddCall each, "
+                    f"agent daemon, {args.spool:,} CDRs waiting in its spool (batched AddCalls, "
                     f"settle 0.5 s): {elapsed:.1f} s, {rate:,} calls/s"
                 )
 
