@@ -401,13 +401,17 @@ async def test_early_rejection_of_an_upload_stops_the_sender_and_keeps_the_conne
 
 
 async def test_error_raised_by_the_request_iterator_propagates_unchanged() -> None:
-    async def failing_chunks() -> AsyncIterator[bytes]:
-        yield b"first"
-        raise OSError("disk read failed")
-
-    header = pb.UploadHeader(call_uuid="hang", file_name="x.wav", size=1, sha256="0" * 64)
     with trio.fail_after(10):
         async with running_server() as srv, open_channel(srv.address, token=AGENT_TOKEN) as ch:
+
+            async def failing_chunks() -> AsyncIterator[bytes]:
+                yield b"first"
+                # Fail only once the handler runs: a reset that arrives before the
+                # server dispatched the call would leave no handler to cancel.
+                await srv.servicer.entered.wait()
+                raise OSError("disk read failed")
+
+            header = pb.UploadHeader(call_uuid="hang", file_name="x.wav", size=1, sha256="0" * 64)
             with pytest.raises(OSError, match="disk read failed"):
                 await CallJournalClient(ch).upload_recording(header, failing_chunks(), timeout_s=30)
             await srv.servicer.cancelled.wait()
