@@ -274,11 +274,17 @@ async def test_server_down_then_up_loses_and_duplicates_nothing(
             assert len(spool.cdr_files()) == 5 and len(spool.recording_files()) == 3
             assert "cannot connect" in (link.last_error or "")
             server_stop = trio.Event()
-            await nursery.start(functools.partial(serve_api, api, shutdown=server_stop))
+            server_gone = trio.Event()
+
+            async def run_server(*, task_status: trio.TaskStatus[object]) -> None:
+                await serve_api(api, shutdown=server_stop, task_status=task_status)
+                server_gone.set()  # serve returns once its listeners are closed
+
+            await nursery.start(run_server)
             await agent.stats.wait_until(lambda s: s.files_done >= 8)
             # The server goes away again and comes back: new files wait, then go.
             server_stop.set()
-            await wait_for_port_closed(port)
+            await server_gone.wait()
             spool.write_cdr(later := compact_cdr(recording="later.wav"))
             spool.write_recording("later.wav")
             failures = link.failures
@@ -293,17 +299,6 @@ async def test_server_down_then_up_loses_and_duplicates_nothing(
     assert calls[later["uuid"]]["sha256"] == sha256(WAV)
     assert len(running.stored_files()) == 4
     assert spool.cdr_files() == [] and spool.recording_files() == []
-
-
-async def wait_for_port_closed(port: int) -> None:
-    """Until connecting to `port` is refused (the server closed its listener)."""
-    while True:
-        try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError:
-            return
-        await stream.aclose()
-        await trio.sleep(0.01)
 
 
 async def test_killed_at_any_moment_and_restarted_uploads_everything_once(
