@@ -17,7 +17,7 @@ from cj.config import AgentSettings, AgentSourceConfig
 from cj.logs import configure_logging
 from cj_agent.backfill import BackfillPlan, BackfillSummary, FailureReport, run_backfill
 from cj_agent.progress import open_progress
-from cj_agent.uploader import ServerLink
+from cj_agent.service import AgentConfigError, check_sources, make_link
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -42,12 +42,12 @@ def _settings(config_path: Path | None) -> AgentSettings:
 def serve(config_path: Path | None) -> None:
     """Watch the configured sources until SIGTERM (then finish uploads and exit 0)."""
     from cj.daemon import run_daemon
-    from cj_agent.service import AgentConfigError, make_link
     from cj_agent.service import serve as serve_agent
 
     settings = _settings(config_path)
     try:
-        make_link(settings)  # the checks serve makes, before anything starts
+        check_sources(settings.agent)  # the checks serve makes, before anything starts
+        make_link(settings.agent)
     except AgentConfigError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(run_daemon("cj-agent", serve_agent, settings, settings.logging))
@@ -151,15 +151,9 @@ def backfill(
         raise click.UsageError(str(exc)) from None
     if not dry_run:
         try:
-            ServerLink.for_config(
-                settings.agent.server,
-                token=None,
-                tls=settings.agent.tls,
-                tls_ca_file=settings.agent.tls_ca_file,
-                request_timeout_s=1,
-            )
-        except ValueError as exc:
-            raise click.ClickException(f"agent.server / agent.tls_ca_file: {exc}") from None
+            make_link(settings.agent)  # refuse a bad address or CA file before any work
+        except AgentConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     if report_path is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         report_path = Path(f"cj-agent-backfill-{stamp}.failures.jsonl")
@@ -183,14 +177,7 @@ async def _backfill(
     config = settings.agent
     link = None
     if not plan.dry_run:
-        link = ServerLink.for_config(
-            config.server,
-            token=config.token.get_secret_value() if config.token is not None else None,
-            tls=config.tls,
-            tls_ca_file=config.tls_ca_file,
-            request_timeout_s=config.request_timeout_s,
-            concurrency=plan.jobs,
-        )  # checked by the caller
+        link = make_link(config, concurrency=plan.jobs)  # checked by the caller
     scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, scope)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 import trio
 
-from cj.config import AgentSettings
+from cj.config import AgentConfig, AgentSettings
 from cj_agent.batcher import CallBatcher
 from cj_agent.pipeline import SourceContext
 from cj_agent.source import run_source
@@ -56,10 +56,9 @@ async def serve(
     `link` and `notifier` default to the configured server and `$NOTIFY_SOCKET`.
     """
     config = settings.agent
+    check_sources(config)
     if link is None:
-        link = make_link(settings)
-    elif not config.sources:
-        raise AgentConfigError("agent.sources is empty: configure at least one source")
+        link = make_link(config)
     notifier = notifier or Notifier.from_environment()
     stats = AgentStats()
     stopping = trio.Event()
@@ -105,12 +104,15 @@ async def serve(
         notifier.close()
 
 
-def make_link(settings: AgentSettings) -> ServerLink:
-    """The server link the configuration describes; AgentConfigError naming the key
-    when the agent cannot start with it."""
-    config = settings.agent
+def check_sources(config: AgentConfig) -> None:
+    """AgentConfigError unless the daemon has something to watch."""
     if not config.sources:
         raise AgentConfigError("agent.sources is empty: configure at least one source")
+
+
+def make_link(config: AgentConfig, *, concurrency: int | None = None) -> ServerLink:
+    """The server link the configuration describes (`concurrency` requests at once,
+    default `max_concurrent_uploads`); AgentConfigError naming the key at fault."""
     try:
         return ServerLink.for_config(
             config.server,
@@ -118,7 +120,7 @@ def make_link(settings: AgentSettings) -> ServerLink:
             tls=config.tls,
             tls_ca_file=config.tls_ca_file,
             request_timeout_s=config.request_timeout_s,
-            concurrency=config.max_concurrent_uploads,
+            concurrency=concurrency or config.max_concurrent_uploads,
         )
     except ValueError as exc:
         key = "agent.tls_ca_file" if "CA file" in str(exc) else "agent.server"
