@@ -8,9 +8,11 @@ the answer back. `ServiceError`s propagate: `cj.rpc` turns them into status code
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from typing import TypeVar
+
+import trio
 
 from cj.codec import (
     OUTCOME_TO_PB,
@@ -45,19 +47,28 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
         self._service = service
         self._metrics = metrics
 
-    async def _observed(self, method: str, work: Callable[[], Awaitable[T]]) -> T:
+    @contextmanager
+    def _observing(self, method: str) -> Iterator[None]:
+        """Count the call and its latency under its outcome's status."""
         began = time.perf_counter()
         status = "OK"
         try:
-            return await work()
+            yield
         except ServiceError as exc:
             status = exc.code.value
+            raise
+        except (trio.Cancelled, GeneratorExit):
+            status = ErrorCode.CANCELLED.value  # the client went away, or a deadline
             raise
         except BaseException:
             status = ErrorCode.INTERNAL.value
             raise
         finally:
             self._metrics.observe("grpc", method, status, time.perf_counter() - began)
+
+    async def _observed(self, method: str, work: Callable[[], Awaitable[T]]) -> T:
+        with self._observing(method):
+            return await work()
 
     @requires(Role.AGENT)
     async def AddCall(self, input_message: pb.AddCallRequest) -> pb.AddCallResponse:
@@ -218,9 +229,7 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
     async def DownloadRecording(
         self, input_message: pb.DownloadRecordingRequest
     ) -> AsyncIterator[pb.DownloadRecordingResponse]:
-        began = time.perf_counter()
-        status = "OK"
-        try:
+        with self._observing("DownloadRecording"):
             call_uuid = parse_uuid(input_message.call_uuid, "call_uuid")
             if input_message.offset < 0:
                 raise ServiceError.invalid("offset", "must not be negative")
@@ -241,11 +250,3 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
                         yield pb.DownloadRecordingResponse(
                             chunk=chunk[start : start + DOWNLOAD_CHUNK]
                         )
-        except ServiceError as exc:
-            status = exc.code.value
-            raise
-        except BaseException:
-            status = ErrorCode.INTERNAL.value
-            raise
-        finally:
-            self._metrics.observe("grpc", "DownloadRecording", status, time.perf_counter() - began)

@@ -450,3 +450,22 @@ async def test_auth_is_enforced_on_every_method(running_api: RunningApi, method:
             async with running_api.client(token) as client:
                 await expect_error(code, call_method(client, method))
     assert running_api.query("SELECT count(*) AS n FROM calls") == [{"n": 0}]
+
+
+async def test_grpc_calls_are_counted_by_method_and_status(running_api: RunningApi) -> None:
+    with trio.fail_after(30):
+        async with running_api.client() as agent, running_api.client(READER_TOKEN) as reader:
+            call_uuid = await add(agent)
+            await agent.upload_recording(header(call_uuid), chunks(WAV))
+            await download(reader, call_uuid)
+            await expect_error(ErrorCode.NOT_FOUND, reader.get_call(str(uuid.uuid4())))
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{running_api.endpoints.rest_url}/metrics")).text
+    for route, status in (
+        ("AddCall", "OK"),
+        ("UploadRecording", "OK"),
+        ("DownloadRecording", "OK"),
+        ("GetCall", "NOT_FOUND"),
+    ):
+        line = f'cj_api_requests_total{{protocol="grpc",route="{route}",status="{status}"}} 1.0'
+        assert line in text, line
