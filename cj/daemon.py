@@ -16,6 +16,7 @@ import structlog
 import trio
 
 from cj.config import ConfigError, LoggingConfig
+from cj.errors import single_leaf
 from cj.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -42,7 +43,7 @@ def run_daemon(name: str, serve: Serve[S], settings: S, logging: LoggingConfig) 
     except KeyboardInterrupt:  # pragma: no cover - a signal before our handler was installed
         return 130
     except Exception as exc:
-        root = _root_cause(exc)
+        root = single_leaf(exc)
         if isinstance(root, ConfigError):  # the operator's to fix; a traceback won't help
             log.error("refused_to_start", daemon=name, error=str(root))
         else:
@@ -65,13 +66,6 @@ def prefer_event_loop_latency() -> None:
     REST search p99 under ingest load by more than half (tests/e2e/test_load.py).
     """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member groups (what actually went wrong)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def _supervise(name: str, serve: Serve[S], settings: S) -> None:

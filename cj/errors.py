@@ -176,3 +176,11 @@ class ServiceError(Exception):
     def internal(cls, message: str = "internal error") -> ServiceError:
         """Our own fault, with a message safe for clients (log the details separately)."""
         return cls(ErrorCode.INTERNAL, message)
+
+
+def single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (Trio's nurseries
+    wrap what a task raised): what actually went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

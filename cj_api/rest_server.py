@@ -29,6 +29,8 @@ from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 
+from cj.errors import single_leaf
+
 __all__ = ["serve_rest"]
 
 log = structlog.get_logger(__name__)
@@ -96,7 +98,8 @@ async def serve_rest(
         try:
             await connection.run()
         except Exception as exc:
-            log.warning("rest_connection_failed", error=_describe(exc))
+            leaf = single_leaf(exc)
+            log.warning("rest_connection_failed", error=f"{type(leaf).__name__}: {leaf}")
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
@@ -125,12 +128,6 @@ def _port_of(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
     inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
     assert isinstance(inner, trio.SocketListener)
     return int(inner.socket.getsockname()[1])
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _bind_address(host: str, port: int) -> str:

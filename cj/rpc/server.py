@@ -51,7 +51,7 @@ from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
 from cj.auth import Authenticator, Principal, require
-from cj.errors import ErrorCode, ServiceError
+from cj.errors import ErrorCode, ServiceError, single_leaf
 from cj.rpc._purerpc import ServerSocket, is_generated_placeholder
 from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
 from cj.rpc.timeouts import parse_grpc_timeout
@@ -497,7 +497,7 @@ async def _close_quietly(
 
 
 def _status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str, str]]]:
-    leaf = _single_leaf(exc)
+    leaf = single_leaf(exc)
     if isinstance(leaf, ServiceError):
         trailers = [("cj-error-code", leaf.code.value)]
         if leaf.field:
@@ -510,13 +510,6 @@ def _status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str
     log.error("grpc call failed with an unexpected error", exc_info=exc)
     message = f"internal error (request id {request_id})"
     return Status(StatusCode.INTERNAL, message), [("cj-error-code", ErrorCode.INTERNAL.value)]
-
-
-def _single_leaf(exc: BaseException) -> BaseException:
-    """A handler's nursery wraps its error in an ExceptionGroup; look through one-item ones."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _level_of(status: Status) -> int:
