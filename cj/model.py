@@ -59,6 +59,10 @@ class Call:
     direction: Direction = Direction.UNKNOWN
     source: str = ""
     caller_name: str = ""
+    # The extension or SIP login behind each side, when the PBX tells it apart from the
+    # number presented (DESIGN §10): "dan", "1001". Searchable like the numbers.
+    caller_extension: str = ""
+    destination_extension: str = ""
     answered_at: datetime | None = None
     ended_at: datetime | None = None
     duration_s: int = 0
@@ -105,7 +109,14 @@ class Call:
             raise ModelError("sip_code", f"{self.sip_code} is not a SIP status code (100-699)")
         if not isinstance(self.direction, Direction):
             raise ModelError("direction", "must be a Direction")
-        for name in ("source", "caller_name", "hangup_cause", "hangup_side"):
+        for name in (
+            "source",
+            "caller_name",
+            "caller_extension",
+            "destination_extension",
+            "hangup_cause",
+            "hangup_side",
+        ):
             _check_text(name, getattr(self, name))
         if self.recording_name is not None:
             _check_text("recording_name", self.recording_name)

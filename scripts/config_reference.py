@@ -100,6 +100,14 @@ MEANINGS: dict[str, str] = {
         "FreeSWITCH: the channel variable that makes a recording private when it is "
         "`private` (or true, yes, 1, on)."
     ),
+    "agent.sources[].local_extensions": (
+        "Regular expression (matched in full) of this PBX's extensions; decides direction "
+        "(an extension dialling a number that is not local is outbound)."
+    ),
+    "agent.sources[].local_numbers": (
+        "This PBX's own numbers (DIDs) as digits, or digit prefixes ending in `*`: calls "
+        "to them from outside are inbound."
+    ),
     # database
     "database.url": "PostgreSQL connection URL (`postgresql://user:password@host:5432/db`).",
     "database.pool_size": "Connections per process.",

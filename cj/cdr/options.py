@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cj.cdr.errors import CdrError
+from cj.cdr.locality import DEFAULT_LOCAL_NUMBERS, LocalNumbers
 from cj.config import CdrFormat
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class CdrOptions:
     recording_variables: FreeSWITCH variables naming the recording, tried in order.
     privacy_variable: FreeSWITCH variable whose value `private` marks the recording private.
     source: the PBX/agent name copied into `Call.source`.
+    local: which numbers are the PBX's own (extensions, DIDs): decides direction.
 
     Invalid options raise `CdrError` naming the option.
     """
@@ -44,6 +46,7 @@ class CdrOptions:
     recording_variables: tuple[str, ...] = DEFAULT_RECORDING_VARIABLES
     privacy_variable: str = DEFAULT_PRIVACY_VARIABLE
     source: str = ""
+    local: LocalNumbers = DEFAULT_LOCAL_NUMBERS
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,4 +83,5 @@ class CdrOptions:
             recording_variables=source.recording_variables,
             privacy_variable=source.privacy_variable,
             source=source.name,
+            local=LocalNumbers(source.local_extensions, tuple(source.local_numbers)),
         )

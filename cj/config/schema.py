@@ -250,6 +250,10 @@ class AgentSourceConfig:
         "record_session",
     )
     privacy_variable: str = "cj_record_tag"
+    # What is local to this PBX (cj/cdr/locality.py): extensions by a regular expression
+    # matched in full, and the PBX's own DIDs as digits or digit prefixes ending in "*".
+    local_extensions: str = "[0-9]{1,5}"
+    local_numbers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -258,6 +262,13 @@ class AgentSourceConfig:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "Europe" is a directory
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        from cj.cdr.errors import CdrError
+        from cj.cdr.locality import LocalNumbers
+
+        try:
+            LocalNumbers(self.local_extensions, tuple(self.local_numbers))
+        except CdrError as exc:
+            raise ValueError(f"source {self.name!r}: {exc}") from None
         if self.after_success is AfterSuccess.ARCHIVE and self.archive_dir is None:
             raise ValueError(f"source {self.name!r}: after_success = archive needs archive_dir")
         # Files moved into one of these must not be picked up again as new input.
