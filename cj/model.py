@@ -72,6 +72,10 @@ class Call:
     sip_code: int | None = None
     private: bool = False
     recording_name: str | None = None
+    # Two mono files, the caller's side then the callee's (MixMonitor r()/t(), FreeSWITCH
+    # recordings per leg), which the agent merges into one stereo WAV (caller left) named
+    # `recording_name` before uploading it. Agent-side only: not stored by the server.
+    recording_legs: tuple[str, str] | None = field(default=None, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
