@@ -355,3 +355,9 @@ def test_compose_file_names_only_files_in_docker_dir() -> None:
     assert COMPOSE_FILE.parent == DOCKER_DIR
     build = OURS["cj-api"]["build"]
     assert (DOCKER_DIR / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_dockerfile_needs_no_frontend_image() -> None:
+    """A `# syntax=` line pulls a frontend image at every build: offline builds fail."""
+    first_lines = (ROOT / "docker" / "Dockerfile").read_text().splitlines()[:5]
+    assert not any(line.lower().startswith("# syntax=") for line in first_lines)
