@@ -22,6 +22,8 @@ from cj.queue import (
 )
 from cj.reconcile import run_reconciler
 from cj.storage import Storages, open_storages
+from cj.telemetry import Health, serve_telemetry
+from cj_encoder.metrics import EncoderMetrics, run_backlog_refresh
 from cj_encoder.worker import JobContext, JobOutcome, process, remove_orphaned_work_dirs
 
 log = structlog.get_logger(__name__)
@@ -66,13 +68,17 @@ async def run_encoder(
     consumer: JobConsumer,
     shutdown: trio.Event | None = None,
     on_settled: Callable[[uuid.UUID, JobOutcome], None] | None = None,
+    metrics: EncoderMetrics | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The encoder on given dependencies (tests pass in-memory or faulty ones).
 
-    `on_settled` is called after every delivery with its outcome.
+    `on_settled` is called after every delivery with its outcome. With
+    `encoder.metrics_port` set, /metrics and /healthz are served there.
     """
     config = settings.encoder
+    metrics = metrics or EncoderMetrics()
+    metrics.workers.set(config.workers)
     orphans = await trio.to_thread.run_sync(remove_orphaned_work_dirs, config.work_dir)
     if orphans:
         log.info("orphaned_work_dirs_removed", count=orphans)
@@ -82,8 +88,19 @@ async def run_encoder(
         config=config,
         lease_s=settings.queue.lease_s,
         encode_limiter=trio.CapacityLimiter(config.workers),
+        metrics=metrics,
     )
+    stopping = False
+
+    async def health() -> Health:
+        return metrics.health(stopping=stopping)
+
     async with trio.open_nursery() as nursery:
+        await nursery.start(run_backlog_refresh, metrics, db)
+        if config.metrics_port is not None:
+            metrics.telemetry_port = await nursery.start(
+                serve_telemetry, config.metrics_host, config.metrics_port, metrics.registry, health
+            )
         await nursery.start(
             functools.partial(
                 run_reconciler,
@@ -109,6 +126,7 @@ async def run_encoder(
             await trio.sleep_forever()
         else:
             await shutdown.wait()
+        stopping = True
         log.info("encoder_stopping", grace_period_s=config.grace_period_s)
         await consumer.stop_receiving()
         workers.deadline = trio.current_time() + config.grace_period_s
@@ -143,6 +161,11 @@ async def _worker(
             delivery = await consumer.receive()
         except ConsumerStopped:
             return
-        outcome = await process(ctx, delivery)
+        ctx.metrics.busy_workers.inc()
+        try:
+            outcome = await process(ctx, delivery)
+        finally:
+            ctx.metrics.busy_workers.dec()
+        ctx.metrics.jobs.labels(outcome.value).inc()
         if on_settled is not None:
             on_settled(delivery.job.call_uuid, outcome)

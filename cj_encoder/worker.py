@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +49,7 @@ from cj.db.recordings import (
 from cj.model import Recording, RecordingStatus
 from cj.queue.base import Delivery, QueueError
 from cj.storage import FilesystemStorage, ObjectNotFound, Storage, StorageError, Storages
+from cj_encoder.metrics import EncoderMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +114,7 @@ class JobContext:
     config: EncoderConfig
     lease_s: float
     encode_limiter: trio.CapacityLimiter
+    metrics: EncoderMetrics = field(default_factory=EncoderMetrics)
 
 
 async def process(ctx: JobContext, delivery: Delivery) -> JobOutcome:
@@ -130,6 +132,7 @@ async def process(ctx: JobContext, delivery: Delivery) -> JobOutcome:
     if recording is None:
         return await _not_claimable(ctx, delivery, call_uuid)
     bound = bound.bind(attempt=recording.attempts)
+    ctx.metrics.attempts.inc()
     try:
         try:
             stored = await _while_leased(
@@ -146,12 +149,14 @@ async def process(ctx: JobContext, delivery: Delivery) -> JobOutcome:
             raise
     except UndecodableAudio as exc:
         bound.error("recording_undecodable", reason=str(exc))
+        ctx.metrics.failures.labels("undecodable").inc()
         return await _fail(ctx, delivery, call_uuid, f"undecodable audio: {exc}")
     except (_Transient, AudioError, OSError) as exc:
         return await _transient_failure(ctx, delivery, recording, str(exc), bound)
     except ObjectNotFound as exc:
         # The WAV is gone (deleted by hand?): nothing to retry with.
         bound.error("original_missing", error=str(exc))
+        ctx.metrics.failures.labels("original_missing").inc()
         return await _fail(ctx, delivery, call_uuid, f"original recording missing: {exc}")
     await _remove_original(ctx, stored, bound)
     await _settle(delivery.ack())
@@ -175,17 +180,21 @@ async def _encode_and_store(
     permanent = ctx.storages.permanent
     key = mp3_key(call_uuid, record.call.started_at)
     with tempfile.TemporaryDirectory(prefix=work_dir_prefix(), dir=ctx.config.work_dir) as workdir:
-        src = await _local_source(source_storage, recording.original_key, Path(workdir))
+        with ctx.metrics.timed_storage(source_storage.name, "get"):
+            src = await _local_source(source_storage, recording.original_key, Path(workdir))
         dst = Path(workdir) / "out.mp3"
-        result = await _encode(ctx, src, dst)
+        with ctx.metrics.encode_seconds.time():
+            result = await _encode(ctx, src, dst)
         try:
-            info = await permanent.put_file(key, dst)
+            with ctx.metrics.timed_storage(permanent.name, "put"):
+                info = await permanent.put_file(key, dst)
         except StorageError as exc:
             if isinstance(exc, ObjectNotFound):
                 raise _Transient(str(exc)) from exc
             raise _Transient(f"permanent storage {permanent.name!r}: {exc}") from exc
     if info.sha256 is not None and info.sha256 != result.sha256:
         raise _Transient(f"stored MP3 checksum mismatch for {key}")
+    ctx.metrics.encoded_bytes.inc(result.size)
     if result.recovered:
         bound.warning("recording_recovered", warnings=list(result.warnings))
     stored = await _db(
@@ -285,7 +294,9 @@ async def _remove_original(
     if recording.original_storage is None or recording.original_key is None:
         return
     try:
-        await _storage(ctx, recording.original_storage).delete(recording.original_key)
+        storage = _storage(ctx, recording.original_storage)
+        with ctx.metrics.timed_storage(storage.name, "delete"):
+            await storage.delete(recording.original_key)
         await _db(ctx, functools.partial(forget_original, call_uuid=recording.call_uuid))
     except (_Transient, StorageError) as exc:
         # Harmless: the recording is stored; the next job for it cleans up.
@@ -319,6 +330,7 @@ async def _transient_failure(
 ) -> JobOutcome:
     if recording.attempts >= ctx.config.max_attempts:
         bound.error("recording_failed", error=error, attempts=recording.attempts)
+        ctx.metrics.failures.labels("gave_up").inc()
         return await _fail(
             ctx,
             delivery,
@@ -326,6 +338,7 @@ async def _transient_failure(
             f"gave up after {recording.attempts} attempts: {error}",
         )
     delay = _retry_delay(ctx.config, recording.attempts)
+    ctx.metrics.failures.labels("transient").inc()
     bound.warning("encode_retry", error=error, retry_in_s=round(delay, 1))
     await _release(ctx, delivery, recording.call_uuid, error, delay)
     return JobOutcome.RETRY

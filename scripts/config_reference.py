@@ -51,6 +51,11 @@ MEANINGS: dict[str, str] = {
     ),
     "encoder.grace_period_s": "On SIGTERM, how long encodes in flight may take to finish.",
     "encoder.work_dir": "Local directory for temporary files (S3 downloads); unset: system temp.",
+    "encoder.metrics_host": "Address of the encoder's /metrics and /healthz.",
+    "encoder.metrics_port": (
+        "Port of the encoder's /metrics (Prometheus) and /healthz; unset: not served "
+        "(docs/monitoring.md)."
+    ),
     # agent
     "agent.server": "`host:port` of cj-api's gRPC listener.",
     "agent.token": "Bearer token with the `agent` role.",
@@ -72,6 +77,15 @@ MEANINGS: dict[str, str] = {
     ),
     "agent.max_tracked_files": "Files per directory watched for settling at once.",
     "agent.max_calls_in_progress": "CDRs processed at once (including those awaiting a WAV).",
+    "agent.metrics_host": "Address of the agent's /metrics and /healthz.",
+    "agent.metrics_port": (
+        "Port of the agent's /metrics (Prometheus) and /healthz; unset: not served "
+        "(docs/monitoring.md)."
+    ),
+    "agent.unhealthy_after_s": (
+        "/healthz answers 503 once the server has not acknowledged anything for this long "
+        "while files wait."
+    ),
     "agent.sources[].name": "The source's name; becomes the calls' `source` field.",
     "agent.sources[].cdr_dir": "Directory the PBX writes CDR files into.",
     "agent.sources[].recordings_dir": "Directory the PBX writes recordings into (may be cdr_dir).",

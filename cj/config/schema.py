@@ -220,6 +220,9 @@ class EncoderConfig:
     reconcile_interval_s: PositiveFloat = 60.0
     grace_period_s: NonNegativeFloat = 30.0
     work_dir: Path | None = None  # local temp files for S3 downloads; None = system temp
+    # /metrics (Prometheus) and /healthz over HTTP; None = not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port | None = None
 
     @property
     def workers(self) -> int:
@@ -310,6 +313,11 @@ class AgentConfig:
     # for their recording).
     max_tracked_files: PositiveInt = 2000
     max_calls_in_progress: PositiveInt = 256
+    # /metrics (Prometheus) and /healthz over HTTP; None = not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port | None = None
+    # /healthz turns unhealthy when the server has not answered for this long.
+    unhealthy_after_s: PositiveFloat = 300.0
 
     def __post_init__(self) -> None:
         if self.poll_min_s > self.poll_max_s:

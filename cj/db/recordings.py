@@ -14,7 +14,7 @@ from typing import Any
 
 from cj.db.calls import row_to_recording
 from cj.db.pool import Connection
-from cj.model import Recording
+from cj.model import Recording, RecordingStatus
 
 MAX_ERROR_LENGTH = 2000
 
@@ -246,3 +246,25 @@ def mark_purged(conn: Connection, call_uuid: uuid_module.UUID) -> None:
             WHERE call_uuid = %s AND status IN ('stored', 'failed')""",
         (call_uuid,),
     )
+
+
+BACKLOG_STATUSES = (RecordingStatus.UPLOADED, RecordingStatus.ENCODING, RecordingStatus.FAILED)
+
+
+def count_backlog(conn: Connection) -> dict[RecordingStatus, tuple[int, float]]:
+    """Recordings uploaded, encoding and failed, each with the age in seconds of its
+    oldest update: what an encoder's backlog metrics show.
+
+    Only statuses that the partial indexes cover (`recordings_pending_idx`,
+    `recordings_failed_idx`), so the count stays cheap however many are stored.
+    """
+    rows = conn.execute(
+        """SELECT status, count(*) AS n,
+                  coalesce(extract(epoch FROM now() - min(updated_at)), 0) AS oldest_s
+             FROM recordings WHERE status IN ('uploaded', 'encoding', 'failed')
+            GROUP BY status"""
+    ).fetchall()
+    counts = {status: (0, 0.0) for status in BACKLOG_STATUSES}
+    for row in rows:
+        counts[RecordingStatus(row["status"])] = (int(row["n"]), float(row["oldest_s"]))
+    return counts
