@@ -21,7 +21,9 @@ import structlog
 import trio
 
 from cj.config import AgentConfig, AgentSettings
+from cj.telemetry import Health, serve_telemetry
 from cj_agent.batcher import CallBatcher
+from cj_agent.metrics import AgentMetrics, run_backlog_scan
 from cj_agent.pipeline import SourceContext
 from cj_agent.source import run_source
 from cj_agent.stats import AgentStats
@@ -41,6 +43,7 @@ class Agent:
 
     stats: AgentStats
     link: ServerLink
+    metrics: AgentMetrics
 
 
 async def serve(
@@ -61,6 +64,7 @@ async def serve(
         link = make_link(config)
     notifier = notifier or Notifier.from_environment()
     stats = AgentStats()
+    metrics = AgentMetrics(config, stats, link)
     stopping = trio.Event()
     calls = CallBatcher(link)
     contexts = [
@@ -73,6 +77,19 @@ async def serve(
             work = trio.CancelScope()
             work_done = trio.Event()
             await nursery.start(_run_sources, contexts, work, work_done)
+            if config.metrics_port is not None:
+
+                async def health() -> Health:
+                    return metrics.health()
+
+                await nursery.start(run_backlog_scan, metrics)
+                metrics.telemetry_port = await nursery.start(
+                    serve_telemetry,
+                    config.metrics_host,
+                    config.metrics_port,
+                    metrics.registry,
+                    health,
+                )
             interval = config.watchdog_interval_s or watchdog_interval()
             if interval is not None and notifier.enabled:
                 nursery.start_soon(run_watchdog, notifier, interval, stats.summary)
@@ -82,7 +99,7 @@ async def serve(
                 sources=[source.name for source in config.sources],
             )
             notifier.ready(f"watching {len(contexts)} source(s); {stats.summary()}")
-            task_status.started(Agent(stats=stats, link=link))
+            task_status.started(Agent(stats=stats, link=link, metrics=metrics))
             if shutdown is None:
                 await trio.sleep_forever()
             else:
@@ -94,6 +111,7 @@ async def serve(
             )
             notifier.stopping(f"stopping; {stats.in_progress} in progress")
             stopping.set()
+            metrics.stopping = True
             link.stop()
             work.deadline = trio.current_time() + config.grace_period_s
             await work_done.wait()

@@ -19,8 +19,10 @@ not hammer a server that is down N times as hard.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -90,6 +92,10 @@ class ServerLink:
         self.last_error: str | None = None
         self.attempts = 0  # connection attempts since start
         self.failures = 0  # failed attempts and failed operations since start
+        # For /metrics: operations answered, and refused or failed ones by status code.
+        self.succeeded: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.last_success: float | None = None  # time.time() of the last answer
 
     @classmethod
     def for_config(
@@ -184,6 +190,7 @@ class ServerLink:
                 async with self._limiter:
                     result = await op(CallJournalClient(channel))
             except RpcError as exc:
+                self.errors[(what, exc.code.value)] += 1
                 if exc.code in PERMANENT:
                     raise
                 if channel is self._channel and self._healthy:
@@ -194,6 +201,8 @@ class ServerLink:
                 continue
             self._backoff.reset()
             self.last_error = None
+            self.succeeded[what] += 1
+            self.last_success = time.time()
             return result
 
     async def _acquire(self) -> Channel:
