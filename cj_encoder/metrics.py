@@ -7,8 +7,9 @@ encoder), refreshed every `BACKLOG_REFRESH_S` by `run_backlog_refresh`, never pe
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cj.db import Database
 from cj.db.recordings import count_backlog
+from cj.storage import FilesystemStorage, Storage
 from cj.telemetry import Health
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,30 @@ class EncoderMetrics:
             "When the backlog figures were last read from the database (Unix time).",
             registry=self.registry,
         )
+        self.filesystem_free = Gauge(
+            "cj_storage_filesystem_free_bytes",
+            "Free bytes on the filesystem of each filesystem storage (for unprivileged users).",
+            ["storage"],
+            registry=self.registry,
+        )
+        self.filesystem_size = Gauge(
+            "cj_storage_filesystem_size_bytes",
+            "Size of the filesystem of each filesystem storage.",
+            ["storage"],
+            registry=self.registry,
+        )
+        self.quota = Gauge(
+            "cj_storage_quota_bytes",
+            "The configured quota of each filesystem storage that has one.",
+            ["storage"],
+            registry=self.registry,
+        )
+        self.quota_used = Gauge(
+            "cj_storage_quota_used_bytes",
+            "Bytes counted against the quota (as last counted by this process).",
+            ["storage"],
+            registry=self.registry,
+        )
         self._backlog_ok = False
         self.telemetry_port: int | None = None  # where /metrics is served, once it is
 
@@ -99,6 +125,29 @@ class EncoderMetrics:
             yield
         finally:
             self.storage_seconds.labels(storage, operation).observe(time.perf_counter() - began)
+
+    async def refresh_storage(self, storages: Iterable[Storage]) -> None:
+        """Space left on filesystem storages (statvfs, in a worker thread)."""
+        local = [s for s in storages if isinstance(s, FilesystemStorage)]
+
+        def measure() -> list[tuple[FilesystemStorage, os.statvfs_result | None]]:
+            results: list[tuple[FilesystemStorage, os.statvfs_result | None]] = []
+            for storage in local:
+                try:
+                    results.append((storage, os.statvfs(storage.root)))
+                except OSError:
+                    results.append((storage, None))
+            return results
+
+        for storage, stat in await trio.to_thread.run_sync(measure):
+            if stat is not None:
+                self.filesystem_free.labels(storage.name).set(stat.f_bavail * stat.f_frsize)
+                self.filesystem_size.labels(storage.name).set(stat.f_blocks * stat.f_frsize)
+            if storage.quota_bytes:
+                self.quota.labels(storage.name).set(storage.quota_bytes)
+                used = storage.known_usage
+                if used is not None:
+                    self.quota_used.labels(storage.name).set(used)
 
     async def refresh_backlog(self, db: Database) -> None:
         try:
@@ -121,13 +170,17 @@ class EncoderMetrics:
 async def run_backlog_refresh(
     metrics: EncoderMetrics,
     db: Database,
+    storages: Iterable[Storage] = (),
     *,
     interval_s: float = BACKLOG_REFRESH_S,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Refresh the backlog gauges now, then every `interval_s`, until cancelled."""
+    """Refresh the backlog and storage gauges now, then every `interval_s`."""
+    storages = list(storages)
     await metrics.refresh_backlog(db)
+    await metrics.refresh_storage(storages)
     task_status.started()
     while True:
         await trio.sleep(interval_s)
         await metrics.refresh_backlog(db)
+        await metrics.refresh_storage(storages)

@@ -96,7 +96,9 @@ async def run_encoder(
         return metrics.health(stopping=stopping)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_backlog_refresh, metrics, db)
+        await nursery.start(
+            run_backlog_refresh, metrics, db, [storages.temporary, storages.permanent]
+        )
         if config.metrics_port is not None:
             metrics.telemetry_port = await nursery.start(
                 serve_telemetry, config.metrics_host, config.metrics_port, metrics.registry, health

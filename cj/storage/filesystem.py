@@ -262,6 +262,14 @@ class FilesystemStorage(Storage):
         assert self._used is not None
         return self._used
 
+    @property
+    def known_usage(self) -> int | None:
+        """Bytes committed plus reserved by uploads in progress, as last counted for the
+        quota (None before the first count, and always without a quota): costs nothing."""
+        if self._used is None:
+            return None
+        return self._used + self._reserved
+
     async def purge_stale_uploads(self, older_than_s: float = 86400.0) -> int:
         """Remove temp files of uploads abandoned by a crash; returns how many were removed.
 

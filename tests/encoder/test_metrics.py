@@ -78,6 +78,8 @@ async def test_encodes_failures_and_backlog_are_served(rig: Rig) -> None:
         )
         == 1
     )
+    assert sample(text, "cj_storage_filesystem_free_bytes", storage="temp") > 0
+    assert sample(text, "cj_storage_filesystem_size_bytes", storage="recordings") > 0
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert missing.status_code == 404
 
