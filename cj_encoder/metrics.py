@@ -133,8 +133,11 @@ class EncoderMetrics:
         def measure() -> list[tuple[FilesystemStorage, os.statvfs_result | None]]:
             results: list[tuple[FilesystemStorage, os.statvfs_result | None]] = []
             for storage in local:
+                path = storage.root.absolute()
+                while not path.exists() and path != path.parent:
+                    path = path.parent  # not created yet: the filesystem it will be on
                 try:
-                    results.append((storage, os.statvfs(storage.root)))
+                    results.append((storage, os.statvfs(path)))
                 except OSError:
                     results.append((storage, None))
             return results
