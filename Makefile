@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-long run proto bench clean
+.PHONY: venv lint test test-long run proto bench clean system-packages
 
 venv: $(STAMP)
 
@@ -19,8 +19,21 @@ lint: venv
 	$(BIN)/ruff format --check cj cj_api cj_encoder cj_agent tests bench tools scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint system-packages
 	$(BIN)/pytest -m "not slow"
+
+# Debian packages some tests use, installed when missing and we are root (as CI is);
+# otherwise those tests say what to install. promtool (package prometheus): alert rules.
+SYSTEM_PACKAGES := promtool:prometheus
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null) || echo "could not install$$missing"; \
+	else echo "not root: install$$missing (Debian) for the tests that need them"; fi
 
 # The long tests (faults, load, thorough fuzzing); writes their figures to docs/reliability.md.
 test-long: venv
