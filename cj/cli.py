@@ -98,8 +98,10 @@ def main() -> None:
 
 def _register_commands() -> None:
     # Subcommand groups live next to the code they drive.
+    from cj.calls_cli import calls
     from cj.cdr.cli import cdr
     from cj.dev import dev
 
+    cli.add_command(calls)
     cli.add_command(cdr)
     cli.add_command(dev)

@@ -177,6 +177,14 @@ MEANINGS: dict[str, str] = {
     "auth.tokens[].roles": "`agent` (ingest) and/or `reader` (search, download).",
     # logging
     "logging.level": "`debug`, `info`, `warning` or `error`.",
+    # client (`cj calls …`)
+    "client.url": "`cj calls`: cj-api's REST address (`https://…` with TLS).",
+    "client.token": "`cj calls`: the bearer token to send (a reader token); `--token` overrides.",
+    "client.timezone": (
+        "`cj calls`: IANA zone for times typed and shown; `local`: the machine's zone."
+    ),
+    "client.ca_file": "`cj calls`: PEM CA bundle for an https URL signed by a private CA.",
+    "client.timeout_s": "`cj calls`: time allowed for each request.",
     "logging.format": "`console` (for people) or `json` (one object per line).",
 }
 

@@ -328,6 +328,28 @@ class AgentConfig:
             raise ValueError(f"agent.sources: duplicate source names {duplicates}")
 
 
+@dataclass(frozen=True, config=STRICT)
+class ClientConfig:
+    """How `cj calls …` reaches cj-api's REST API, and as whom."""
+
+    url: str = "http://127.0.0.1:8080"
+    token: SecretStr | None = None  # a reader token (admin for privacy changes)
+    timezone: str = "local"  # times shown in this IANA zone; "local": the machine's
+    ca_file: Path | None = None  # PEM CA bundle for an https URL signed by a private CA
+    timeout_s: PositiveFloat = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("client.url must start with http:// or https://")
+        if self.timezone != "local":
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+                raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+
+
 # --- per-daemon views ------------------------------------------------------------------
 
 
@@ -357,6 +379,14 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, config=STRICT)
+class ClientSettings:
+    """What `cj calls …` reads: how to reach the API."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+@dataclass(frozen=True, config=STRICT)
 class ToolSettings:
     """What the `cj` command (migrations, dev mode) reads: everything."""
 
@@ -368,6 +398,7 @@ class ToolSettings:
     queue: QueueConfig = field(default_factory=QueueConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
 
 
 ALL_SECTIONS = frozenset(ToolSettings.__dataclass_fields__)
