@@ -106,9 +106,13 @@ class SourceContext:
     zone: ZoneInfo = field(init=False)
     late: dict[str, LateRecording] = field(default_factory=dict)  # by pending CDR name
     log: Any = field(init=False)
+    # How long a recording must stay unchanged: settle_s, or event_settle_s while
+    # filesystem events flow (set by the source loop).
+    settle_s: float = field(init=False)
     _late_counted: int = 0
 
     def __post_init__(self) -> None:
+        self.settle_s = self.config.settle_s
         self.options = CdrOptions.for_source(self.source)
         self.zone = ZoneInfo(self.source.timezone)
         self.log = log.bind(source=self.source.name)
@@ -247,8 +251,8 @@ async def deliver_late(ctx: SourceContext, late: LateRecording) -> None:
 async def wait_for_recording(
     ctx: SourceContext, call_uuid: UUID, path: Path, deadline: float
 ) -> Waited:
-    """Wait until `path` exists and kept its size and mtime for `settle_s`."""
-    settle_s = ctx.config.settle_s
+    """Wait until `path` exists and kept its size and mtime for `ctx.settle_s`."""
+    settle_s = ctx.settle_s
     seen: tuple[int, int] | None = None
     since = 0.0
     asked_server = False

@@ -6,6 +6,12 @@ once (`pipeline.process_cdr`), the rest wait in the queue and are handed out as
 slots free up, without listing the directory again, so a backlog of 100,000 files
 drains in passes of thousands rather than one pass per file. The recordings awaited
 in `pending/` are checked on every pass too (`pipeline.deliver_late`).
+
+Filesystem events (`events.watch_directories`, with `agent.watch_events`) make the
+next pass come at once when something changes in the CDR or recordings directory, so an
+idle agent picks a new call up within a second instead of after its grown poll interval;
+while events flow, a file is ready once quiet for `agent.event_settle_s` (writing sends
+events) instead of `settle_s`. Polling goes on regardless: it is what works on NFS.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import trio
 
+from cj_agent.events import watch_directories
 from cj_agent.pipeline import (
     LateRecording,
     SourceContext,
@@ -29,6 +36,9 @@ from cj_agent.uploader import Abandoned
 from cj_agent.watch import IdlePoll, ScanResult, SettleTracker, compile_patterns, scan_directory
 
 ERROR_PAUSE_S = 30.0  # after an unexpected failure, before the same file is tried again
+# Passes woken by events come at most this often (a PBX writing many files at once
+# sends a stream of events; one pass sees them all).
+MIN_EVENT_PASS_GAP_S = 0.1
 
 
 async def run_source(
@@ -40,10 +50,24 @@ async def run_source(
     task_status.started()
     if not ctx.source.cdr_dir.is_dir():
         ctx.log.warning("cdr_dir_missing", cdr_dir=str(ctx.source.cdr_dir), note="polling for it")
+    watcher = trio.CancelScope()  # the events end with the loop; file tasks may not
+
+    async def watch(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with watcher:
+            directories = [ctx.source.cdr_dir, ctx.source.recordings_dir]
+            await watch_directories(
+                directories, loop.wake, loop.set_events_live, task_status=task_status
+            )
+
     async with trio.open_nursery() as tasks:
+        if ctx.config.watch_events:
+            await tasks.start(watch)
         if ctx.late:
             tasks.start_soon(_guarded, ctx, "pending", reconcile_late, ctx)
-        await loop.run(tasks)
+        try:
+            await loop.run(tasks)
+        finally:
+            watcher.cancel()
 
 
 class SourceLoop:
@@ -61,7 +85,22 @@ class SourceLoop:
         self.busy_late: set[str] = set()  # pending CDRs whose recording is being sent
         self.running = 0
         self.slot_freed = trio.Event()
+        self.woken = trio.Event()  # a filesystem event since the last pass
+        self.events_live = False
         self.scan_problem: str | None = None
+
+    def wake(self) -> None:
+        """Something changed in a watched directory: pass again now."""
+        self.woken.set()
+
+    def set_events_live(self, live: bool) -> None:
+        """Events flow (or stopped): files settle by quiet time accordingly."""
+        if live == self.events_live:
+            return
+        self.events_live = live
+        config = self.ctx.config
+        settle = min(config.settle_s, config.event_settle_s) if live else config.settle_s
+        self.tracker.settle_s = self.late_tracker.settle_s = self.ctx.settle_s = settle
 
     @property
     def room(self) -> int:
@@ -70,6 +109,7 @@ class SourceLoop:
     async def run(self, tasks: trio.Nursery) -> None:
         ctx = self.ctx
         next_scan = trio.current_time()
+        last_pass = -float("inf")
         while not ctx.stopping.is_set():
             now = trio.current_time()
             busy = bool(self.queued)
@@ -77,8 +117,9 @@ class SourceLoop:
             # once the queue runs low (a pass over 100,000 files is not free).
             low = len(self.queued) < ctx.config.max_calls_in_progress
             if not self.queued or (low and now >= next_scan):
+                last_pass = now
                 result = await self._scan(now)
-                late_ready = await self._settled_late(now)
+                late_ready, late_settling = await self._settled_late(now)
                 ctx.stats.add(polls=1)
                 if ctx.stopping.is_set():
                     break
@@ -89,14 +130,28 @@ class SourceLoop:
                     self.late_tracker.forget(late.cdr.name)
                     self._start(tasks, self._handle_late, late)
                 busy = busy or result.busy or bool(late_ready)
-                next_scan = trio.current_time() + self.poll.next_interval(busy=busy)
+                interval = self.poll.next_interval(busy=busy)
+                if self.events_live and (result.settling or late_settling):
+                    # Files are settling: look again when they may be ready, not at the
+                    # poll floor (events may not come again for a quiet file).
+                    interval = min(interval, max(self.tracker.settle_s, MIN_EVENT_PASS_GAP_S))
+                next_scan = trio.current_time() + interval
             while self.queued and self.room > 0:
                 self._start(tasks, self._handle_cdr, self.queued.popleft())
             with trio.move_on_at(next_scan):
                 if self.queued:  # a backlog: hand out more as soon as a slot frees
                     await _first(self.slot_freed.wait, ctx.stopping.wait)
                 else:
-                    await ctx.stopping.wait()
+                    await _first(ctx.stopping.wait, self.woken.wait)
+            if self.woken.is_set():
+                self.woken = trio.Event()
+                self.poll.next_interval(busy=True)  # back to the floor: things happen
+                next_scan = min(
+                    next_scan, max(trio.current_time(), last_pass + MIN_EVENT_PASS_GAP_S)
+                )
+                if next_scan > trio.current_time():
+                    with trio.move_on_at(next_scan):
+                        await ctx.stopping.wait()
 
     async def _scan(self, now: float) -> ScanResult:
         ctx = self.ctx
@@ -123,9 +178,9 @@ class SourceLoop:
             ctx.log.info("cdr_dir_readable", cdr_dir=str(ctx.source.cdr_dir))
         return result
 
-    async def _settled_late(self, now: float) -> list[LateRecording]:
+    async def _settled_late(self, now: float) -> tuple[list[LateRecording], int]:
         if not self.ctx.late:
-            return []
+            return [], 0
         awaited = [late for name, late in self.ctx.late.items() if name not in self.busy_late]
         return await trio.to_thread.run_sync(_settled_late, awaited, self.late_tracker, now)
 
@@ -160,9 +215,11 @@ class SourceLoop:
 
 def _settled_late(
     awaited: list[LateRecording], tracker: SettleTracker, now: float
-) -> list[LateRecording]:
-    """The awaited recordings that appeared and settled (a stat each; worker thread)."""
+) -> tuple[list[LateRecording], int]:
+    """The awaited recordings that appeared and settled, and how many appeared but are
+    still settling (a stat each; worker thread)."""
     ready = []
+    settling = 0
     tracker.begin_scan()
     for late in awaited:
         try:
@@ -171,8 +228,10 @@ def _settled_late(
             continue
         if tracker.observe(late.cdr.name, stat.st_size, stat.st_mtime_ns, now) is True:
             ready.append(late)
+        else:
+            settling += 1
     tracker.end_scan()
-    return ready
+    return ready, settling
 
 
 async def _guarded(

@@ -77,6 +77,13 @@ MEANINGS: dict[str, str] = {
     ),
     "agent.max_tracked_files": "Files per directory watched for settling at once.",
     "agent.max_calls_in_progress": "CDRs processed at once (including those awaiting a WAV).",
+    "agent.watch_events": (
+        "Wake on filesystem events (inotify …) as well as polling, so new files are picked "
+        "up within a second."
+    ),
+    "agent.event_settle_s": (
+        "While events flow: a file is ready once unchanged for this long (else settle_s)."
+    ),
     "agent.metrics_host": "Address of the agent's /metrics and /healthz.",
     "agent.metrics_port": (
         "Port of the agent's /metrics (Prometheus) and /healthz; unset: not served "

@@ -303,6 +303,10 @@ class AgentConfig:
     poll_min_s: PositiveFloat = 0.5
     poll_max_s: PositiveFloat = 30.0
     settle_s: NonNegativeFloat = 2.0
+    # Filesystem events (inotify …) wake the agent at once; polling stays as the safety
+    # net. While events flow, a file is ready after this much quiet (writing sends events).
+    watch_events: bool = True
+    event_settle_s: NonNegativeFloat = 0.5
     recording_wait_s: NonNegativeFloat = 300.0
     max_concurrent_uploads: PositiveInt = 4
     request_timeout_s: PositiveFloat = 60.0
