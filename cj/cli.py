@@ -9,6 +9,7 @@ import click
 from cj.clitools import config_option, load_command_settings
 from cj.config import ToolSettings
 from cj.db.errors import DatabaseError
+from cj.retention_cli import hold, purge
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,47 +49,8 @@ def migrate(config_path: Path | None, check: bool) -> None:
         click.echo("schema is up to date")
 
 
-@cli.command()
-@config_option
-@click.option(
-    "--older-than-days",
-    type=click.IntRange(min=1),
-    required=True,
-    help="Purge the audio of calls that started more than this many days ago.",
-)
-@click.option("--dry-run", is_flag=True, help="Count what would be purged; change nothing.")
-def purge(config_path: Path | None, older_than_days: int, dry_run: bool) -> None:
-    """Delete recordings past retention (the calls' metadata stays; downloads answer 410).
-
-    Run it daily (cron or a systemd timer). Safe to interrupt and to run again.
-    """
-    from datetime import UTC, datetime, timedelta
-
-    import trio
-
-    from cj.db import open_database
-    from cj.retention import purge_recordings
-    from cj.storage import StorageError, open_storages
-
-    settings = load_tool_settings(config_path)
-    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
-
-    async def run() -> None:
-        async with (
-            open_database(settings.database) as db,
-            open_storages(settings.storage) as storages,
-        ):
-            report = await purge_recordings(db, storages, started_before=cutoff, dry_run=dry_run)
-        verb = "would purge at least" if dry_run else "purged"
-        click.echo(
-            f"{verb} {report.recordings} recording(s) of calls before {cutoff:%Y-%m-%d %H:%M} UTC"
-            f" ({report.objects_deleted} stored object(s))"
-        )
-
-    try:
-        trio.run(run)
-    except (DatabaseError, StorageError) as exc:
-        raise click.ClickException(str(exc)) from None
+cli.add_command(hold)
+cli.add_command(purge)
 
 
 def main() -> None:

@@ -184,6 +184,14 @@ MEANINGS: dict[str, str] = {
     "auth.tokens[].roles": "`agent` (ingest) and/or `reader` (search, download).",
     # logging
     "logging.level": "`debug`, `info`, `warning` or `error`.",
+    # retention (`cj purge`)
+    "retention.recordings_days": (
+        "`cj purge`: days a recording is kept, for every source without its own "
+        "(unset: forever, unless `--older-than-days`)."
+    ),
+    "retention.by_source": (
+        "`cj purge`: days per source, e.g. `{\"pbx-legal\" = 3650}`; wins over recordings_days."
+    ),
     # client (`cj calls …`)
     "client.url": "`cj calls`: cj-api's REST address (`https://…` with TLS).",
     "client.token": "`cj calls`: the bearer token to send (a reader token); `--token` overrides.",

@@ -333,6 +333,14 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
+class RetentionConfig:
+    """How long recordings are kept (`cj purge`); call metadata is kept regardless."""
+
+    recordings_days: PositiveInt | None = None  # every source without its own; None = forever
+    by_source: dict[Name, PositiveInt] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=STRICT)
 class ClientConfig:
     """How `cj calls …` reaches cj-api's REST API, and as whom."""
 
@@ -403,6 +411,7 @@ class ToolSettings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 ALL_SECTIONS = frozenset(ToolSettings.__dataclass_fields__)

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from cj.db.audit import audit
 from cj.db.calls import row_to_recording
 from cj.db.pool import Connection
 from cj.model import Recording, RecordingStatus
@@ -224,28 +225,142 @@ def touch_requeued(conn: Connection, call_uuids: list[uuid_module.UUID]) -> None
     )
 
 
-def purgeable(conn: Connection, *, started_before: datetime, limit: int = 500) -> list[Recording]:
-    """Stored or failed recordings of calls that started before the cutoff."""
+@dataclass(frozen=True)
+class RetentionRule:
+    """Which calls one retention rule covers: one source, or every source but some."""
+
+    started_before: datetime
+    source: str | None = None  # only this source
+    other_than: tuple[str, ...] = ()  # every source but these (with source None)
+
+    def where(self) -> tuple[str, list[object]]:
+        if self.source is not None:
+            return "c.source = %s AND c.started_at < %s", [self.source, self.started_before]
+        return (
+            "NOT (c.source = ANY(%s)) AND c.started_at < %s",
+            [list(self.other_than), self.started_before],
+        )
+
+
+_HELD = "EXISTS (SELECT 1 FROM legal_holds h WHERE h.call_uuid = c.uuid)"
+
+
+def purgeable(conn: Connection, rule: RetentionRule, *, limit: int = 500) -> list[Recording]:
+    """Stored or failed recordings the rule covers, oldest first, held calls left out."""
+    where, params = rule.where()
     rows = conn.execute(
         f"""SELECT {", ".join("r." + c.strip() for c in _COLUMNS.split(","))}
               FROM recordings r JOIN calls c ON c.uuid = r.call_uuid
-             WHERE r.status IN ('stored', 'failed') AND c.started_at < %s
+             WHERE r.status IN ('stored', 'failed') AND {where} AND NOT {_HELD}
              ORDER BY c.started_at
              LIMIT %s""",
-        (started_before, limit),
+        (*params, limit),
     ).fetchall()
     return [recording for row in rows if (recording := _to_recording(row)) is not None]
 
 
-def mark_purged(conn: Connection, call_uuid: uuid_module.UUID) -> None:
-    """stored/failed → purged: the audio is gone; its size, checksum and length stay."""
+@dataclass(frozen=True)
+class Skipped:
+    """What a rule covers but purging leaves alone, and why."""
+
+    held: int  # under a legal hold
+    held_examples: list[tuple[uuid_module.UUID, str]]  # (call, reason), a few
+    not_encoded: int  # still uploaded or encoding: purged once stored
+
+
+def skipped_by_rule(conn: Connection, rule: RetentionRule, *, examples: int = 10) -> Skipped:
+    where, params = rule.where()
+    held = conn.execute(
+        f"""SELECT count(*) AS n FROM recordings r JOIN calls c ON c.uuid = r.call_uuid
+             WHERE r.status IN ('stored', 'failed') AND {where} AND {_HELD}""",
+        params,
+    ).fetchone()
+    rows = conn.execute(
+        f"""SELECT c.uuid, h.reason FROM recordings r JOIN calls c ON c.uuid = r.call_uuid
+                   JOIN legal_holds h ON h.call_uuid = c.uuid
+             WHERE r.status IN ('stored', 'failed') AND {where}
+             ORDER BY c.started_at LIMIT %s""",
+        (*params, examples),
+    ).fetchall()
+    pending = conn.execute(
+        f"""SELECT count(*) AS n FROM recordings r JOIN calls c ON c.uuid = r.call_uuid
+             WHERE r.status IN ('uploaded', 'encoding') AND {where}""",
+        params,
+    ).fetchone()
+    return Skipped(
+        held=int(held["n"]) if held else 0,
+        held_examples=[(row["uuid"], row["reason"]) for row in rows],
+        not_encoded=int(pending["n"]) if pending else 0,
+    )
+
+
+def lock_call(conn: Connection, call_uuid: uuid_module.UUID) -> None:
+    """Serialise purging with holding one call, until the transaction ends: statements
+    after it see what the other committed (READ COMMITTED takes a snapshot each)."""
+    folded = (call_uuid.int >> 64) ^ (call_uuid.int & (1 << 64) - 1)
+    signed = folded - (1 << 64) if folded >= 1 << 63 else folded
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (signed,))
+
+
+def mark_purged(
+    conn: Connection, call_uuid: uuid_module.UUID, *, actor: str, reason: str
+) -> Recording | None:
+    """stored/failed → purged, audited; the recording as it was (with the keys of the
+    objects still to delete), or None when the call is under a legal hold or the
+    recording is no longer stored/failed.
+
+    The objects' keys stay in the row until `forget_purged_objects`, so a purge
+    interrupted between marking and deleting is finished by the next run
+    (`purged_with_objects`); downloads answer GONE as soon as the row says purged.
+    """
+    lock_call(conn, call_uuid)
+    row = conn.execute(
+        f"""UPDATE recordings r SET status = 'purged', lease_until = NULL, updated_at = now()
+             WHERE r.call_uuid = %s AND r.status IN ('stored', 'failed')
+               AND NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.call_uuid = r.call_uuid)
+         RETURNING {", ".join("r." + c.strip() for c in _COLUMNS.split(","))}""",
+        (call_uuid,),
+    ).fetchone()
+    recording = _to_recording(row)
+    if recording is not None:
+        objects = [
+            [storage, key]
+            for storage, key in (
+                (recording.storage, recording.key),
+                (recording.original_storage, recording.original_key),
+            )
+            if storage is not None and key is not None
+        ]
+        audit(
+            conn,
+            actor=actor,
+            action="purge",
+            call_uuid=call_uuid,
+            result="purged",
+            detail={"reason": reason, "objects": objects},
+        )
+    return recording
+
+
+def forget_purged_objects(conn: Connection, call_uuid: uuid_module.UUID) -> None:
+    """A purged recording's objects are deleted: forget where they were."""
     conn.execute(
-        """UPDATE recordings SET status = 'purged', storage = NULL, key = NULL,
-                                 original_storage = NULL, original_key = NULL,
-                                 lease_until = NULL, updated_at = now()
-            WHERE call_uuid = %s AND status IN ('stored', 'failed')""",
+        """UPDATE recordings SET storage = NULL, key = NULL, original_storage = NULL,
+                                 original_key = NULL, updated_at = now()
+            WHERE call_uuid = %s AND status = 'purged'""",
         (call_uuid,),
     )
+
+
+def purged_with_objects(conn: Connection, *, limit: int = 500) -> list[Recording]:
+    """Purged recordings whose objects were not deleted yet (an interrupted purge)."""
+    rows = conn.execute(
+        f"""SELECT {_COLUMNS} FROM recordings
+             WHERE status = 'purged' AND (key IS NOT NULL OR original_key IS NOT NULL)
+             LIMIT %s""",
+        (limit,),
+    ).fetchall()
+    return [recording for row in rows if (recording := _to_recording(row)) is not None]
 
 
 BACKLOG_STATUSES = (RecordingStatus.UPLOADED, RecordingStatus.ENCODING, RecordingStatus.FAILED)
