@@ -190,7 +190,7 @@ MEANINGS: dict[str, str] = {
         "(unset: forever, unless `--older-than-days`)."
     ),
     "retention.by_source": (
-        "`cj purge`: days per source, e.g. `{\"pbx-legal\" = 3650}`; wins over recordings_days."
+        '`cj purge`: days per source, e.g. `{"pbx-legal" = 3650}`; wins over recordings_days.'
     ),
     # client (`cj calls …`)
     "client.url": "`cj calls`: cj-api's REST address (`https://…` with TLS).",
