@@ -97,7 +97,13 @@ async def run_encoder(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            run_backlog_refresh, metrics, db, [storages.temporary, storages.permanent]
+            functools.partial(
+                run_backlog_refresh,
+                metrics,
+                db,
+                [storages.temporary, storages.permanent],
+                interval_s=config.metrics_refresh_s,
+            )
         )
         if config.metrics_port is not None:
             metrics.telemetry_port = await nursery.start(

@@ -52,6 +52,7 @@ MEANINGS: dict[str, str] = {
     "encoder.grace_period_s": "On SIGTERM, how long encodes in flight may take to finish.",
     "encoder.work_dir": "Local directory for temporary files (S3 downloads); unset: system temp.",
     "encoder.metrics_host": "Address of the encoder's /metrics and /healthz.",
+    "encoder.metrics_refresh_s": "How often the backlog figures are read from the database.",
     "encoder.metrics_port": (
         "Port of the encoder's /metrics (Prometheus) and /healthz; unset: not served "
         "(docs/monitoring.md)."

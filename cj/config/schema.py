@@ -223,6 +223,7 @@ class EncoderConfig:
     # /metrics (Prometheus) and /healthz over HTTP; None = not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port | None = None
+    metrics_refresh_s: PositiveFloat = 15.0  # how often the backlog is read from the database
 
     @property
     def workers(self) -> int:

@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from cj.pgcluster import free_port
-from tests.encoder.test_metrics import sample
 from tests.fixtures.api import RunningApi
+from tests.promtext import sample
 
 from .helpers import Spool, agent_settings, running_agent
 

@@ -79,6 +79,8 @@ class Stack:
     spools: list[Spool] = field(default_factory=list)
     grpc_port: int = field(default_factory=free_port)
     rest_port: int = field(default_factory=free_port)
+    encoder_metrics_port: int = field(default_factory=free_port)
+    agent_metrics_ports: dict[str, int] = field(default_factory=dict)  # by daemon name
 
     def __post_init__(self) -> None:
         if self.temp_path is None:
@@ -134,6 +136,8 @@ class Stack:
             "CJ_ENCODER_MAX_ATTEMPTS": str(self.encoder_max_attempts),
             "CJ_ENCODER_GRACE_PERIOD_S": "2",
             "CJ_ENCODER_WORK_DIR": str(self.work_dir),
+            "CJ_ENCODER_METRICS_PORT": str(self.encoder_metrics_port),
+            "CJ_ENCODER_METRICS_REFRESH_S": "0.5",
             "CJ_AGENT_SERVER": self.grpc_address,
             "CJ_AGENT_TOKEN": AGENT_TOKEN,
             "CJ_AGENT_POLL_MIN_S": "0.05",
@@ -167,6 +171,8 @@ class Stack:
         env = self.env()
         env["CJ_AGENT_SOURCES"] = json.dumps([spool.source_config(**source)])
         name = f"agent-{spool.name}"
+        port = self.agent_metrics_ports.setdefault(name, free_port())
+        env["CJ_AGENT_METRICS_PORT"] = str(port)
         await self.harness.start(name, [sys.executable, "-m", "cj_agent"], env, wait=wait)
         return name
 
@@ -205,6 +211,19 @@ class Stack:
             yield CallJournalClient(channel)
 
     # --- looking behind the API's back ------------------------------------------------
+
+    async def scrape(self, daemon: str) -> str:
+        """The /metrics page of `api`, `encoder` or an agent (by daemon name)."""
+        if daemon == "api":
+            url = f"{self.rest_url}/metrics"
+        elif daemon == "encoder":
+            url = f"http://127.0.0.1:{self.encoder_metrics_port}/metrics"
+        else:
+            url = f"http://127.0.0.1:{self.agent_metrics_ports[daemon]}/metrics"
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(url)
+        response.raise_for_status()
+        return response.text
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
         """Rows of one query on the deployment's database (blocking: call in a thread)."""

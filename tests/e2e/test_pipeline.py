@@ -17,7 +17,9 @@ import trio
 
 from tests.e2e.calls import CallFactory, Inventory
 from tests.e2e.conftest import Deployment
+from tests.e2e.stack import Stack
 from tests.e2e.verify import settle_and_verify
+from tests.promtext import sample, total
 
 
 async def run_pipeline(
@@ -37,11 +39,39 @@ async def run_pipeline(
         stack, inventory, timeout_s=60 + count / 2, list_permanent=deployment.list_permanent
     )
     formats = sorted({c.recording.subtype for c in inventory.calls.values() if c.recording})
+    await check_metrics_add_up(stack)
     return {
         **report.figures(),
         "seconds": round(time.monotonic() - began, 1),
         "formats": len(formats),
     }
+
+
+async def check_metrics_add_up(stack: Stack) -> None:
+    """Every daemon's /metrics tells the same story as the database: recordings in =
+    stored + failed + still pending, and the agents' figures match the API's."""
+    began = time.time()
+    while True:  # the encoder reads its backlog from the database every 0.5 s here
+        encoder = await stack.scrape("encoder")
+        if sample(encoder, "cj_encoder_backlog_updated_timestamp_seconds") > began:
+            break
+        await trio.sleep(0.1)
+    api = await stack.scrape("api")
+    agents = [await stack.scrape(name) for name in stack.agent_names]
+    stored = await stack.count("SELECT count(*) FROM recordings WHERE status = 'stored'")
+    calls = await stack.count("SELECT count(*) FROM calls")
+    uploads = total(api, "cj_api_requests_total", route="UploadRecording", status="OK")
+    assert sum(sample(a, "cj_agent_calls_uploaded_total") for a in agents) >= calls
+    assert sum(sample(a, "cj_agent_recordings_uploaded_total") for a in agents) == uploads
+    pending = sum(
+        sample(encoder, "cj_encoder_backlog_recordings", status=status)
+        for status in ("uploaded", "encoding")
+    )
+    failed = sample(encoder, "cj_encoder_backlog_recordings", status="failed")
+    duplicates = sum(sample(a, "cj_agent_recordings_duplicate_total") for a in agents)
+    assert uploads - duplicates == stored + failed + pending
+    assert total(encoder, "cj_encoder_jobs_total", outcome="stored") >= stored
+    assert sum(sample(a, "cj_agent_quarantined_files_total") for a in agents) == 0
 
 
 async def test_calls_with_recordings_of_every_format_arrive_once(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import trio
 
@@ -12,17 +10,9 @@ from cj_encoder.metrics import EncoderMetrics
 from cj_encoder.service import run_encoder
 from cj_encoder.worker import JobOutcome
 from tests.encoder.test_service import AUDIO, QUEUE, Rig, rig, settings
+from tests.promtext import sample
 
 __all__ = ["rig"]  # the fixture, shared with test_service
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus' text format."""
-    rendered = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    selector = re.escape(f"{name}{{{rendered}}}" if labels else name)
-    match = re.search(rf"^{selector} (\S+)$", text, re.MULTILINE)
-    assert match is not None, f"{name} {labels} not in /metrics"
-    return float(match[1])
 
 
 async def test_encodes_failures_and_backlog_are_served(rig: Rig) -> None:
