@@ -26,10 +26,15 @@ _SCHEME = "bearer"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's configured name and its roles."""
+    """Who is calling: the token's configured name, its roles, and the sources whose
+    calls it may write (the first is the default for calls sent without one)."""
 
     name: str
     roles: frozenset[Role]
+    sources: tuple[str, ...] = ()
+
+    def may_write(self, source: str) -> bool:
+        return source in self.sources
 
     def has(self, role: Role) -> bool:
         return role in self.roles
@@ -40,7 +45,10 @@ class Authenticator:
 
     def __init__(self, config: AuthConfig) -> None:
         self._tokens: list[tuple[bytes, Principal]] = [
-            (_digest(token.token.get_secret_value()), Principal(token.name, token.roles))
+            (
+                _digest(token.token.get_secret_value()),
+                Principal(token.name, token.roles, token.writable_sources),
+            )
             for token in config.tokens
         ]
 

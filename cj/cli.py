@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import click
@@ -88,6 +89,63 @@ def purge(config_path: Path | None, older_than_days: int, dry_run: bool) -> None
     try:
         trio.run(run)
     except (DatabaseError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.group()
+def calls() -> None:
+    """Deliberate changes to stored calls (audited)."""
+
+
+@calls.command()
+@config_option
+@click.argument("call_uuid", type=click.UUID)
+@click.option(
+    "--public/--private",
+    "public",
+    default=None,
+    help="--public releases a private call; --private protects one. One is required.",
+)
+@click.option("--reason", required=True, help="Why; kept in the audit log (required).")
+def privacy(
+    config_path: Path | None, call_uuid: uuid.UUID, public: bool | None, reason: str
+) -> None:
+    """Make a call public or private, on the database directly (as `cj purge` does).
+
+    Ingest may make a call private, never public again: this (or the admin API) is how a
+    private call is released. The audit log records the OS user as `cli:<user>`.
+    """
+    import getpass
+
+    import trio
+
+    from cj.db import open_database
+    from cj.db.audit import MAX_REASON
+    from cj.db.privacy import set_call_privacy
+
+    if public is None:
+        raise click.UsageError("say --public or --private")
+    if not reason.strip() or len(reason.strip()) > MAX_REASON:
+        raise click.BadParameter(f"must be 1 to {MAX_REASON} characters", param_hint="--reason")
+    settings = load_tool_settings(config_path)
+    actor = f"cli:{getpass.getuser()}"
+
+    async def run() -> None:
+        async with open_database(settings.database) as db:
+            change = await db.run(
+                lambda conn: set_call_privacy(
+                    conn, call_uuid, private=not public, actor=actor, reason=reason
+                )
+            )
+        if change is None:
+            raise click.ClickException(f"no call {call_uuid}")
+        state = "private" if change.private else "public"
+        verb = "is now" if change.changed else "was already"
+        click.echo(f"call {call_uuid} {verb} {state} (audited as {actor})")
+
+    try:
+        trio.run(run)
+    except DatabaseError as exc:
         raise click.ClickException(str(exc)) from None
 
 

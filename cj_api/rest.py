@@ -6,6 +6,7 @@ Routes (DESIGN §5; the contract is `cj_api.openapi`, served at /api/v1/openapi.
     POST /api/v1/calls:batch               add up to 10,000 calls         agent
     POST /api/v1/calls:check               which uuids exist              agent
     PUT  /api/v1/calls/{uuid}/recording    upload the WAV, streamed       agent
+    POST /api/v1/calls/{uuid}:privacy      release or protect a call      admin
     GET  /api/v1/calls?…                   search by phone or interval    reader
     GET  /api/v1/calls/{uuid}              one call with its raw CDR      reader
     GET|HEAD /api/v1/calls/{uuid}/recording  download (Range, ETag)       reader
@@ -70,6 +71,8 @@ from cj_api.rest_codec import (
     etag_matches,
     parse_json,
     parse_uuid,
+    privacy_change_to_json,
+    privacy_request_from_json,
     record_to_json,
     search_query_from_params,
     select_range,
@@ -274,6 +277,7 @@ class _Routes:
         add(f"{calls}:check", "checkCalls", self.check_calls, methods=["POST"])
         add(f"{calls}/<call_uuid>", "getCall", self.get_call, methods=["GET"])
         add(recording, "uploadRecording", self.upload_recording, methods=["PUT"])
+        add(f"{calls}/<call_uuid>:privacy", "setCallPrivacy", self.set_privacy, methods=["POST"])
         add(recording, "downloadRecording", self.download_recording, methods=["GET", "HEAD"])
         add("/healthz", "healthz", self.healthz, methods=["GET"])
         add("/readyz", "readyz", self.readyz, methods=["GET"])
@@ -317,6 +321,15 @@ class _Routes:
         location = f"{API_PREFIX}/calls/{target}/recording"
         status = 200 if result.duplicate else 201
         return _json(upload_result_to_json(result), status, {"Location": location})
+
+    # --- administration -------------------------------------------------------------
+
+    async def set_privacy(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.ADMIN)
+        target = parse_uuid(call_uuid, "call_uuid")
+        private, reason = privacy_request_from_json(await self._read_json(MAX_JSON_BYTES))
+        change = await self._service.set_privacy(principal, target, private=private, reason=reason)
+        return _json(privacy_change_to_json(change))
 
     # --- reading --------------------------------------------------------------------
 
