@@ -41,6 +41,7 @@ Decisions worth knowing as a client:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,6 +52,7 @@ from quart import Response, request
 from quart.wrappers.response import DataBody, ResponseBody
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from cj.auth import Authenticator, Principal, require
 from cj.config import Role
@@ -161,6 +163,7 @@ def create_rest_app(
     # No redirects (a JSON API answers 404, it does not 308 to a canonical path).
     app.url_map.strict_slashes = True
     app.url_map.merge_slashes = False
+    app.url_map.converters["call"] = _CallIdConverter
 
     routes = _Routes(service, authenticator, metrics, body_idle_timeout_s)
     routes.register(app)
@@ -242,11 +245,23 @@ class _RestApp(QuartTrio):
         return False
 
 
+_CONVERTER = re.compile(r"<[^:>]+:")
+
+
+class _CallIdConverter(BaseConverter):
+    """A call's uuid in a path: anything up to `/` or `:` (so `…/{uuid}:privacy` is not
+    also `…/{uuid}`); the handler validates it as a UUID."""
+
+    regex = "[^/:]+"
+
+
 def _route_label(request: Any) -> str:
     """`METHOD /template` for metrics: the rule, never the raw path (cardinality)."""
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     rule = getattr(request, "url_rule", None)
-    return f"{method} {rule.rule if rule is not None else 'unmatched'}"
+    # Without converters: `/calls/<call_uuid>`, as the labels have always been.
+    template = _CONVERTER.sub("<", rule.rule) if rule is not None else "unmatched"
+    return f"{method} {template}"
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -269,15 +284,20 @@ class _Routes:
     def register(self, app: QuartTrio) -> None:
         """Endpoint names are the OpenAPI operationIds (tests hold the two together)."""
         calls = f"{API_PREFIX}/calls"
-        recording = f"{calls}/<call_uuid>/recording"
+        recording = f"{calls}/<call:call_uuid>/recording"
         add = app.add_url_rule
         add(calls, "addCall", self.add_call, methods=["POST"])
         add(calls, "searchCalls", self.search_calls, methods=["GET"])
         add(f"{calls}:batch", "addCalls", self.add_calls, methods=["POST"])
         add(f"{calls}:check", "checkCalls", self.check_calls, methods=["POST"])
-        add(f"{calls}/<call_uuid>", "getCall", self.get_call, methods=["GET"])
+        add(f"{calls}/<call:call_uuid>", "getCall", self.get_call, methods=["GET"])
         add(recording, "uploadRecording", self.upload_recording, methods=["PUT"])
-        add(f"{calls}/<call_uuid>:privacy", "setCallPrivacy", self.set_privacy, methods=["POST"])
+        add(
+            f"{calls}/<call:call_uuid>:privacy",
+            "setCallPrivacy",
+            self.set_privacy,
+            methods=["POST"],
+        )
         add(recording, "downloadRecording", self.download_recording, methods=["GET", "HEAD"])
         add("/healthz", "healthz", self.healthz, methods=["GET"])
         add("/readyz", "readyz", self.readyz, methods=["GET"])

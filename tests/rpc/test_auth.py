@@ -7,7 +7,6 @@ import pytest
 from cj.auth import Authenticator, Principal, require
 from cj.config import AuthConfig, Role
 from cj.errors import ErrorCode, ServiceError
-
 from tests.fixtures.api import TEST_SOURCES
 
 from .conftest import AGENT_TOKEN, BOTH_TOKEN, READER_TOKEN, make_authenticator
