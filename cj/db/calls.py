@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -254,6 +255,14 @@ def upsert_calls(
     """
     if not calls:
         return []
+    # One transaction, so that the audit context applies (callers normally hold one).
+    with conn.transaction() if conn.autocommit else nullcontext():
+        return _upsert_calls(conn, calls, allowed, actor)
+
+
+def _upsert_calls(
+    conn: Connection, calls: Sequence[Call], allowed: Sequence[str] | None, actor: str | None
+) -> list[UpsertResult]:
     if actor is not None:
         set_audit_context(conn, actor=actor, reason="ingest")
     results: list[UpsertResult | None] = []

@@ -42,6 +42,13 @@ def set_call_privacy(
     reason = reason.strip()
     if not reason or len(reason) > MAX_REASON:
         raise ValueError(f"the reason must be 1 to {MAX_REASON} characters")
+    with conn.transaction():  # a savepoint inside the caller's transaction
+        return _set_privacy(conn, call_uuid, private=private, actor=actor, reason=reason)
+
+
+def _set_privacy(
+    conn: Connection, call_uuid: uuid_module.UUID, *, private: bool, actor: str, reason: str
+) -> PrivacyChange | None:
     row = conn.execute(
         "SELECT private FROM calls WHERE uuid = %s FOR UPDATE", (call_uuid,)
     ).fetchone()

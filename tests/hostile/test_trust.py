@@ -350,7 +350,10 @@ async def test_grpc_add_call_refuses_deep_raw_json_naming_the_field(
     message.raw_json = "{" + f'"x": {message.raw_json}' + "}"
     with trio.fail_after(TIMEOUT_S):
         counts = await Grpc(running_api).add_calls_pb(AGENT_TOKEN, [message])
+        alone = await Grpc(running_api).add_call_pb(AGENT_TOKEN, message)
     assert counts["rejections"][0]["field"] == "call.raw_json"
+    refusal = refused(alone, ErrorCode.INVALID_ARGUMENT)
+    assert refusal.field == "call.raw_json" and str(MAX_JSON_DEPTH) in refusal.message
     # The limit itself is accepted.
     message.raw_json = json.dumps(nested(MAX_JSON_DEPTH))
     with trio.fail_after(TIMEOUT_S):

@@ -152,11 +152,12 @@ class Grpc:
         return Refusal(error.code, error.field, str(error))
 
     async def add_call(self, token: str, call: Call) -> str | Refusal:
+        return await self.add_call_pb(token, call_to_pb(call, include_raw=True))
+
+    async def add_call_pb(self, token: str, message: pb.Call) -> str | Refusal:
         async with self._channel(token) as channel:
             try:
-                reply = await CallJournalClient(channel).add_call(
-                    call_to_pb(call, include_raw=True)
-                )
+                reply = await CallJournalClient(channel).add_call(message)
             except RpcError as exc:
                 return self._refusal(exc)
         return _OUTCOMES[reply.outcome]
