@@ -1,9 +1,10 @@
 """Bearer-token authentication and role checks, the same for gRPC and REST.
 
-Tokens and their roles come from configuration (`auth.tokens`). A request carries
-`authorization: Bearer <token>` (gRPC metadata or HTTP header); `Authenticator`
-turns it into a `Principal` or raises `ServiceError` UNAUTHENTICATED, and `require`
-checks a role (PERMISSION_DENIED naming the role needed).
+Tokens, their roles and their sources come from configuration (`auth.tokens`). A
+request carries `authorization: Bearer <token>` (gRPC metadata or HTTP header);
+`Authenticator` turns it into a `Principal` or raises `ServiceError` UNAUTHENTICATED,
+and `require` checks a role (PERMISSION_DENIED naming the role needed). A principal's
+`sources` are the sources whose calls it may write (DESIGN §9); the service checks them.
 
 Tokens are compared in constant time: both sides are hashed to SHA-256 first (so the
 comparison does not depend on lengths either) and compared with `hmac.compare_digest`

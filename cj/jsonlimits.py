@@ -2,39 +2,19 @@
 
 Real CDRs nest a few levels; a document nested thousands deep only makes parsers,
 encoders and PostgreSQL recurse (Python raises RecursionError, PostgreSQL "stack depth
-limit exceeded"), so it is refused up front with an error naming the field.
-Depth counts containers: `{}` is 1, `{"a": [1]}` is 2.
+limit exceeded"), so it is refused with an error naming the field. Parse first (Python's
+parser gives up with RecursionError at about 1,000 levels, in linear time), then check
+the parsed value, iteratively. Depth counts containers: `{}` is 1, `{"a": [1]}` is 2.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MAX_JSON_DEPTH", "depth_exceeds", "text_depth_exceeds"]
+__all__ = ["MAX_JSON_DEPTH", "depth_exceeds"]
 
 MAX_JSON_DEPTH = 64
-
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_SAME_BRACKETS = str.maketrans("{}", "[]")
-
-
-def text_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the JSON text `text` nests containers deeper than `limit`.
-
-    Works on the text, before parsing (so a hostile document never reaches the
-    recursive parser), at C speed: strings and everything but brackets are removed,
-    then each pass of `replace("[]", "")` removes one level of innermost pairs. For
-    text that is not JSON the answer means nothing; the parser refuses it next.
-    """
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).translate(_SAME_BRACKETS)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets = brackets.replace("[]", "")
-    return bool(brackets)
 
 
 def depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
