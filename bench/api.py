@@ -114,7 +114,13 @@ def start_api(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, in
         "CJ_LOGGING_LEVEL": "warning",
         "CJ_AUTH_TOKENS": json.dumps(
             [
-                {"name": "bench-agent", "token": AGENT, "roles": ["agent"]},
+                # Its own name (calls sent without a source) and bench/agent.py's source.
+                {
+                    "name": "bench-agent",
+                    "token": AGENT,
+                    "roles": ["agent"],
+                    "sources": ["bench-agent", "pbx-bench"],
+                },
                 {"name": "bench-reader", "token": READER, "roles": ["reader"]},
             ]
         ),

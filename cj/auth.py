@@ -1,9 +1,10 @@
 """Bearer-token authentication and role checks, the same for gRPC and REST.
 
-Tokens and their roles come from configuration (`auth.tokens`). A request carries
-`authorization: Bearer <token>` (gRPC metadata or HTTP header); `Authenticator`
-turns it into a `Principal` or raises `ServiceError` UNAUTHENTICATED, and `require`
-checks a role (PERMISSION_DENIED naming the role needed).
+Tokens, their roles and their sources come from configuration (`auth.tokens`). A
+request carries `authorization: Bearer <token>` (gRPC metadata or HTTP header);
+`Authenticator` turns it into a `Principal` or raises `ServiceError` UNAUTHENTICATED,
+and `require` checks a role (PERMISSION_DENIED naming the role needed). A principal's
+`sources` are the sources whose calls it may write (DESIGN §9); the service checks them.
 
 Tokens are compared in constant time: both sides are hashed to SHA-256 first (so the
 comparison does not depend on lengths either) and compared with `hmac.compare_digest`
@@ -26,10 +27,15 @@ _SCHEME = "bearer"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's configured name and its roles."""
+    """Who is calling: the token's configured name, its roles, and the sources whose
+    calls it may write (the first is the default for calls sent without one)."""
 
     name: str
     roles: frozenset[Role]
+    sources: tuple[str, ...] = ()
+
+    def may_write(self, source: str) -> bool:
+        return source in self.sources
 
     def has(self, role: Role) -> bool:
         return role in self.roles
@@ -40,7 +46,10 @@ class Authenticator:
 
     def __init__(self, config: AuthConfig) -> None:
         self._tokens: list[tuple[bytes, Principal]] = [
-            (_digest(token.token.get_secret_value()), Principal(token.name, token.roles))
+            (
+                _digest(token.token.get_secret_value()),
+                Principal(token.name, token.roles, token.writable_sources),
+            )
             for token in config.tokens
         ]
 

@@ -1,4 +1,7 @@
-"""`cj calls search|get|download`: find and fetch calls from the terminal, over REST.
+"""`cj calls search|get|download|privacy`: calls from the terminal.
+
+search, get and download go over REST as a reader; privacy acts on the database
+directly as the operator (like `cj purge`), audited as `cli:<user>`.
 
     export CJ_CLIENT_URL=http://cj-api:8080 CJ_CLIENT_TOKEN=<reader token>
     cj calls search --phone '+7 900 280-04-21' --from 2026-12-01 --to 2026-12-02
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -26,7 +30,7 @@ from tqdm import tqdm
 
 from cj.apiclient import ApiClient, ApiClientError, iterate_pages
 from cj.clitools import config_option, load_command_settings
-from cj.config import ClientSettings
+from cj.config import ClientSettings, ToolSettings
 
 _LOCK = "private"
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
@@ -44,7 +48,8 @@ tz_option = click.option(
 
 @click.group("calls")
 def calls() -> None:
-    """Search calls, show one, download its recording (REST API, client.* settings)."""
+    """Search calls, show one, download its recording (REST API, client.* settings);
+    release or protect one (`privacy`, on the database directly, audited)."""
 
 
 @calls.command("search")
@@ -180,6 +185,58 @@ def download(
         finally:
             bar.close()
     click.echo(f"{target}: {size} bytes ({content_type})")
+
+
+@calls.command()
+@config_option
+@click.argument("call_uuid", type=click.UUID)
+@click.option(
+    "--public/--private",
+    "public",
+    default=None,
+    help="--public releases a private call; --private protects one. One is required.",
+)
+@click.option("--reason", required=True, help="Why; kept in the audit log (required).")
+def privacy(
+    config_path: Path | None, call_uuid: uuid.UUID, public: bool | None, reason: str
+) -> None:
+    """Make a call public or private, on the database directly (as `cj purge` does).
+
+    Ingest may make a call private, never public again: this (or the admin API) is how a
+    private call is released. The audit log records the OS user as `cli:<user>`.
+    """
+    import trio
+
+    from cj.db import open_database
+    from cj.db.audit import MAX_REASON
+    from cj.db.errors import DatabaseError
+    from cj.db.privacy import set_call_privacy
+    from cj.retention_cli import operator
+
+    if public is None:
+        raise click.UsageError("say --public or --private")
+    if not reason.strip() or len(reason.strip()) > MAX_REASON:
+        raise click.BadParameter(f"must be 1 to {MAX_REASON} characters", param_hint="--reason")
+    settings = load_command_settings(ToolSettings, config_path)
+    actor = operator()
+
+    async def run() -> None:
+        async with open_database(settings.database) as db:
+            change = await db.run(
+                lambda conn: set_call_privacy(
+                    conn, call_uuid, private=not public, actor=actor, reason=reason
+                )
+            )
+        if change is None:
+            raise click.ClickException(f"no call {call_uuid}")
+        state = "private" if change.private else "public"
+        verb = "is now" if change.changed else "was already"
+        click.echo(f"call {call_uuid} {verb} {state} (audited as {actor})")
+
+    try:
+        trio.run(run)
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # --- formatting ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cj.calls_cli import calls
 from cj.clitools import config_option, load_command_settings
 from cj.config import ToolSettings
 from cj.db.errors import DatabaseError
@@ -49,6 +50,7 @@ def migrate(config_path: Path | None, check: bool) -> None:
         click.echo("schema is up to date")
 
 
+cli.add_command(calls)
 cli.add_command(hold)
 cli.add_command(purge)
 
@@ -60,10 +62,8 @@ def main() -> None:
 
 def _register_commands() -> None:
     # Subcommand groups live next to the code they drive.
-    from cj.calls_cli import calls
     from cj.cdr.cli import cdr
     from cj.dev import dev
 
-    cli.add_command(calls)
     cli.add_command(cdr)
     cli.add_command(dev)

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cj.db.calls import CallRecord, CallState, UpsertOutcome
 from cj.errors import ServiceError
+from cj.jsonlimits import MAX_JSON_DEPTH, depth_exceeds
 from cj.model import Call, Direction, ModelError, Recording, RecordingStatus
 from cj.phone import PhoneNumber
 from cj.proto import calljournal_pb2 as pb
@@ -77,10 +78,17 @@ def call_from_pb(message: pb.Call, prefix: str = "call.") -> Call:
     if message.raw_json:
         if len(message.raw_json) > MAX_RAW_JSON:
             raise ServiceError.invalid(f"{prefix}raw_json", "larger than 1 MiB")
+        too_deep = ServiceError.invalid(
+            f"{prefix}raw_json", f"nested deeper than {MAX_JSON_DEPTH} levels"
+        )
         try:
             parsed = json.loads(message.raw_json)
         except json.JSONDecodeError as exc:
             raise ServiceError.invalid(f"{prefix}raw_json", f"not valid JSON: {exc.msg}") from None
+        except RecursionError:  # deeper than the parser goes (about 1,000 levels)
+            raise too_deep from None
+        if depth_exceeds(parsed):
+            raise too_deep
         if not isinstance(parsed, dict):
             raise ServiceError.invalid(f"{prefix}raw_json", "must be a JSON object")
         raw = parsed

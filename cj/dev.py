@@ -211,7 +211,11 @@ def build_settings(
     auth = AuthConfig(
         tokens=(
             TokenConfig(
-                name="dev-agent", token=SecretStr(tokens.agent), roles=frozenset({Role.AGENT})
+                name="dev-agent",
+                token=SecretStr(tokens.agent),
+                roles=frozenset({Role.AGENT}),
+                # The built-in agent's calls carry its source's name: the token owns them.
+                sources=(SOURCE_NAME,),
             ),
             TokenConfig(
                 name="dev-reader", token=SecretStr(tokens.reader), roles=frozenset({Role.READER})

@@ -144,8 +144,8 @@ class ServiceError(Exception):
         return cls(ErrorCode.ABORTED, message)
 
     @classmethod
-    def permission_denied(cls, message: str) -> ServiceError:
-        return cls(ErrorCode.PERMISSION_DENIED, message)
+    def permission_denied(cls, message: str, *, field: str | None = None) -> ServiceError:
+        return cls(ErrorCode.PERMISSION_DENIED, message, field=field)
 
     @classmethod
     def unauthenticated(cls, message: str) -> ServiceError:

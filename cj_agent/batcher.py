@@ -84,7 +84,7 @@ class CallBatcher:
             rejection = rejected.get(index)
             if rejection is not None:
                 waiter.error = RpcError(
-                    ErrorCode.INVALID_ARGUMENT,
+                    _rejection_code(rejection.code),
                     rejection.reason,
                     field=rejection.field or None,
                     method="AddCalls",
@@ -92,3 +92,12 @@ class CallBatcher:
             waiter.done.set()
         if len(batch) > 1:
             log.debug("calls_sent_in_batch", calls=len(batch), rejected=len(rejected))
+
+
+def _rejection_code(name: str) -> ErrorCode:
+    """A rejection's code (PERMISSION_DENIED: another source's call); servers before
+    the code was sent only rejected invalid calls."""
+    try:
+        return ErrorCode(name)
+    except ValueError:
+        return ErrorCode.INVALID_ARGUMENT

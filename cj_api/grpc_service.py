@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing, contextmanager
 from typing import TypeVar
 
+import structlog
 import trio
 
 from cj.codec import (
@@ -35,11 +36,14 @@ from cj.rpc import current_principal, requires
 from cj_api.metrics import ApiMetrics
 from cj_api.service import CallJournalService, InvalidCall, UploadHeader
 
+log = structlog.get_logger(__name__)
+
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 100
 MAX_CHUNK = 1024 * 1024
 DOWNLOAD_CHUNK = 64 * 1024
+_PRIVACY_FROM_PB = {pb.CALL_PRIVACY_PRIVATE: True, pb.CALL_PRIVACY_PUBLIC: False}
 
 
 class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
@@ -87,12 +91,7 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
     ) -> pb.AddCallsResponse:
         async def items() -> AsyncGenerator[Call | InvalidCall, None]:
             async for message in input_messages:
-                try:
-                    if not message.HasField("call"):
-                        raise ServiceError.invalid("call", "is required")
-                    yield call_from_pb(message.call)
-                except ServiceError as exc:
-                    yield InvalidCall(message.call.uuid, exc)
+                yield _convert(message)
 
         async def work() -> pb.AddCallsResponse:
             async with aclosing(items()) as stream:
@@ -103,7 +102,13 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
                 unchanged=result.unchanged,
                 rejected=result.rejected,
                 rejections=[
-                    pb.Rejection(index=r.index, uuid=r.uuid, reason=r.reason, field=r.field or "")
+                    pb.Rejection(
+                        index=r.index,
+                        uuid=r.uuid,
+                        reason=r.reason,
+                        field=r.field or "",
+                        code=r.code.value,
+                    )
                     for r in result.rejections
                 ],
             )
@@ -162,6 +167,28 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
             )
 
         return await self._observed("UploadRecording", work)
+
+    @requires(Role.ADMIN)
+    async def SetCallPrivacy(
+        self, input_message: pb.SetCallPrivacyRequest
+    ) -> pb.SetCallPrivacyResponse:
+        async def work() -> pb.SetCallPrivacyResponse:
+            call_uuid = parse_uuid(input_message.uuid, "uuid")
+            private = _PRIVACY_FROM_PB.get(input_message.privacy)
+            if private is None:
+                raise ServiceError.invalid(
+                    "privacy", "is required: CALL_PRIVACY_PRIVATE or CALL_PRIVACY_PUBLIC"
+                )
+            change = await self._service.set_privacy(
+                current_principal(), call_uuid, private=private, reason=input_message.reason
+            )
+            return pb.SetCallPrivacyResponse(
+                uuid=str(change.call_uuid),
+                privacy=pb.CALL_PRIVACY_PRIVATE if change.private else pb.CALL_PRIVACY_PUBLIC,
+                changed=change.changed,
+            )
+
+        return await self._observed("SetCallPrivacy", work)
 
     @requires(Role.READER)
     async def SearchByPhone(self, input_message: pb.SearchByPhoneRequest) -> pb.SearchResponse:
@@ -250,3 +277,19 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
                         yield pb.DownloadRecordingResponse(
                             chunk=chunk[start : start + DOWNLOAD_CHUNK]
                         )
+
+
+def _convert(message: pb.AddCallRequest) -> Call | InvalidCall:
+    """One AddCalls item as a Call, or why not: a bad item is rejected alone, whatever
+    is wrong with it, and the stream's other calls are still stored."""
+    try:
+        if not message.HasField("call"):
+            raise ServiceError.invalid("call", "is required")
+        return call_from_pb(message.call)
+    except ServiceError as exc:
+        return InvalidCall(message.call.uuid[:64], exc)
+    except Exception as exc:  # a conversion we did not foresee: still this item's fault
+        log.warning("add_calls_item_unconvertible", error_type=type(exc).__name__)
+        return InvalidCall(
+            message.call.uuid[:64], ServiceError.invalid("call", "could not be read as a call")
+        )

@@ -13,6 +13,7 @@ import copy
 import importlib.metadata
 from typing import Any
 
+from cj.db.audit import MAX_REASON
 from cj.db.calls import MAX_LIMIT, UpsertOutcome
 from cj.errors import ErrorCode
 from cj.model import MAX_TEXT, Direction, RecordingStatus
@@ -59,7 +60,11 @@ _SIP_CODE: Schema = {"type": "integer", "minimum": 100, "maximum": 699}
 def _schemas() -> dict[str, Schema]:
     call_output = {
         "uuid": _UUID,
-        "source": {**_TEXT, "description": "agent/PBX name (the token's name when empty)"},
+        "source": {
+            **_TEXT,
+            "description": "the PBX that owns the call: one of the token's sources (its "
+            "first when empty); fixed once stored",
+        },
         "caller_number": _NUMBER,
         "caller_digits": {"type": "string", "pattern": "^[0-9]*$", "readOnly": True},
         "caller_name": _TEXT,
@@ -74,7 +79,10 @@ def _schemas() -> dict[str, Schema]:
         "hangup_cause": _TEXT,
         "hangup_side": _TEXT,
         "sip_code": _nullable(_SIP_CODE),
-        "private": {"type": "boolean"},
+        "private": {
+            "type": "boolean",
+            "description": "sticky: ingest may set it, only setCallPrivacy clears it",
+        },
         "recording_name": _nullable({**_TEXT, "minLength": 1}),
     }
     raw = {"type": "object", "description": "the CDR as the PBX wrote it"}
@@ -159,6 +167,36 @@ def _schemas() -> dict[str, Schema]:
                 "uuid": {"type": "string", "description": "as sent, empty if none"},
                 "field": _nullable({"type": "string"}),
                 "reason": {"type": "string"},
+                "code": {
+                    "type": "string",
+                    "enum": [ErrorCode.INVALID_ARGUMENT.value, ErrorCode.PERMISSION_DENIED.value],
+                    "description": "PERMISSION_DENIED: the call belongs to, or names, a "
+                    "source this token may not write",
+                },
+            }
+        ),
+        "PrivacyRequest": _object(
+            {
+                "private": {
+                    "type": "boolean",
+                    "description": "true protects the call, false releases it",
+                },
+                "reason": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_REASON,
+                    "description": "why (kept in the audit log; blank is refused)",
+                },
+            }
+        ),
+        "PrivacyResponse": _object(
+            {
+                "uuid": _UUID,
+                "private": {"type": "boolean", "description": "the call's privacy now"},
+                "changed": {
+                    "type": "boolean",
+                    "description": "false when it already had this privacy (still audited)",
+                },
             }
         ),
         "AddCallsResponse": _object(
@@ -221,7 +259,8 @@ def _schemas() -> dict[str, Schema]:
 _ERROR_DESCRIPTIONS = {
     "400": "Invalid request (INVALID_ARGUMENT); `field` names what is wrong",
     "401": "Missing, malformed or unknown bearer token (UNAUTHENTICATED)",
-    "403": "The token lacks the role this operation needs (PERMISSION_DENIED)",
+    "403": "The token lacks the role this operation needs, or the call belongs to a "
+    "source the token may not write (PERMISSION_DENIED)",
     "404": "No such call, recording or route (NOT_FOUND)",
     "405": "Method not allowed on this path (UNIMPLEMENTED)",
     "408": "The request body stalled (DEADLINE_EXCEEDED)",
@@ -434,6 +473,23 @@ def _paths() -> dict[str, Schema]:
                 ),
             }
         },
+        "/api/v1/calls/{call_uuid}:privacy": {
+            "post": {
+                "operationId": "setCallPrivacy",
+                "summary": "Release a private call, or protect one, with a reason (audited)",
+                "description": "The only way to make a private call public again: ingest "
+                "may make a call private, never public. Role admin; the audit log keeps "
+                "the token's name and the reason.",
+                "tags": ["admin"],
+                "parameters": [_CALL_UUID],
+                "requestBody": _json_body("PrivacyRequest", "the privacy and why"),
+                "responses": _responses(
+                    {"200": _json_response("The call's privacy now", "PrivacyResponse")},
+                    *_AUTH_ERRORS,
+                    *_JSON_BODY_ERRORS,
+                ),
+            }
+        },
         "/api/v1/calls/{call_uuid}": {
             "get": {
                 "operationId": "getCall",
@@ -587,6 +643,7 @@ def document() -> dict[str, Any]:
         "tags": [
             {"name": "ingest", "description": "for agents (role agent)"},
             {"name": "search", "description": "for readers (role reader)"},
+            {"name": "admin", "description": "deliberate, audited changes (role admin)"},
             {"name": "operations", "description": "probes and metadata, no token"},
         ],
         "security": [{"bearer": []}],

@@ -6,6 +6,7 @@ Routes (DESIGN §5; the contract is `cj_api.openapi`, served at /api/v1/openapi.
     POST /api/v1/calls:batch               add up to 10,000 calls         agent
     POST /api/v1/calls:check               which uuids exist              agent
     PUT  /api/v1/calls/{uuid}/recording    upload the WAV, streamed       agent
+    POST /api/v1/calls/{uuid}:privacy      release or protect a call      admin
     GET  /api/v1/calls?…                   search by phone or interval    reader
     GET  /api/v1/calls/{uuid}              one call with its raw CDR      reader
     GET|HEAD /api/v1/calls/{uuid}/recording  download (Range, ETag)       reader
@@ -40,6 +41,7 @@ Decisions worth knowing as a client:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,6 +52,7 @@ from quart import Response, request
 from quart.wrappers.response import DataBody, ResponseBody
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from cj.auth import Authenticator, Principal, require
 from cj.config import Role
@@ -70,6 +73,8 @@ from cj_api.rest_codec import (
     etag_matches,
     parse_json,
     parse_uuid,
+    privacy_change_to_json,
+    privacy_request_from_json,
     record_to_json,
     search_query_from_params,
     select_range,
@@ -158,6 +163,7 @@ def create_rest_app(
     # No redirects (a JSON API answers 404, it does not 308 to a canonical path).
     app.url_map.strict_slashes = True
     app.url_map.merge_slashes = False
+    app.url_map.converters["call"] = _CallIdConverter
 
     routes = _Routes(service, authenticator, metrics, body_idle_timeout_s)
     routes.register(app)
@@ -239,11 +245,23 @@ class _RestApp(QuartTrio):
         return False
 
 
+_CONVERTER = re.compile(r"<[^:>]+:")
+
+
+class _CallIdConverter(BaseConverter):
+    """A call's uuid in a path: anything up to `/` or `:` (so `…/{uuid}:privacy` is not
+    also `…/{uuid}`); the handler validates it as a UUID."""
+
+    regex = "[^/:]+"
+
+
 def _route_label(request: Any) -> str:
     """`METHOD /template` for metrics: the rule, never the raw path (cardinality)."""
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     rule = getattr(request, "url_rule", None)
-    return f"{method} {rule.rule if rule is not None else 'unmatched'}"
+    # Without converters: `/calls/<call_uuid>`, as the labels have always been.
+    template = _CONVERTER.sub("<", rule.rule) if rule is not None else "unmatched"
+    return f"{method} {template}"
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -266,14 +284,20 @@ class _Routes:
     def register(self, app: QuartTrio) -> None:
         """Endpoint names are the OpenAPI operationIds (tests hold the two together)."""
         calls = f"{API_PREFIX}/calls"
-        recording = f"{calls}/<call_uuid>/recording"
+        recording = f"{calls}/<call:call_uuid>/recording"
         add = app.add_url_rule
         add(calls, "addCall", self.add_call, methods=["POST"])
         add(calls, "searchCalls", self.search_calls, methods=["GET"])
         add(f"{calls}:batch", "addCalls", self.add_calls, methods=["POST"])
         add(f"{calls}:check", "checkCalls", self.check_calls, methods=["POST"])
-        add(f"{calls}/<call_uuid>", "getCall", self.get_call, methods=["GET"])
+        add(f"{calls}/<call:call_uuid>", "getCall", self.get_call, methods=["GET"])
         add(recording, "uploadRecording", self.upload_recording, methods=["PUT"])
+        add(
+            f"{calls}/<call:call_uuid>:privacy",
+            "setCallPrivacy",
+            self.set_privacy,
+            methods=["POST"],
+        )
         add(recording, "downloadRecording", self.download_recording, methods=["GET", "HEAD"])
         add("/healthz", "healthz", self.healthz, methods=["GET"])
         add("/readyz", "readyz", self.readyz, methods=["GET"])
@@ -317,6 +341,15 @@ class _Routes:
         location = f"{API_PREFIX}/calls/{target}/recording"
         status = 200 if result.duplicate else 201
         return _json(upload_result_to_json(result), status, {"Location": location})
+
+    # --- administration -------------------------------------------------------------
+
+    async def set_privacy(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.ADMIN)
+        target = parse_uuid(call_uuid, "call_uuid")
+        private, reason = privacy_request_from_json(await self._read_json(MAX_JSON_BYTES))
+        change = await self._service.set_privacy(principal, target, private=private, reason=reason)
+        return _json(privacy_change_to_json(change))
 
     # --- reading --------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ from werkzeug.datastructures import Headers
 from werkzeug.http import parse_etags, parse_if_range_header, parse_range_header
 
 from cj.db.calls import CallRecord, CallState, SearchError, SearchQuery, UpsertOutcome
+from cj.db.privacy import PrivacyChange
 from cj.errors import ErrorCode, ServiceError
+from cj.jsonlimits import MAX_JSON_DEPTH, depth_exceeds
 from cj.model import Call, Direction, ModelError, Recording, RecordingStatus
 from cj.phone import PhoneNumber
 from cj_api.service import AddCallsResult, InvalidCall, UploadHeader, UploadResult
@@ -52,6 +54,8 @@ __all__ = [
     "parse_json",
     "parse_timestamp",
     "parse_uuid",
+    "privacy_change_to_json",
+    "privacy_request_from_json",
     "record_to_json",
     "recording_to_json",
     "search_query_from_params",
@@ -149,7 +153,9 @@ def parse_json(data: bytes) -> Any:
     except ValueError as exc:  # JSONDecodeError, and _refuse_constant's
         raise ServiceError.invalid("body", f"is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ServiceError.invalid("body", "is nested too deeply") from None
+        raise ServiceError.invalid(
+            "body", f"is nested too deeply (calls' raw documents: {MAX_JSON_DEPTH} levels at most)"
+        ) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -254,6 +260,8 @@ def call_from_json(data: object, prefix: str = "call") -> Call:
     raw = data.get("raw")
     if raw is not None and not isinstance(raw, dict):
         raise ServiceError.invalid(field("raw"), "must be a JSON object")
+    if raw and depth_exceeds(raw):
+        raise ServiceError.invalid(field("raw"), f"nested deeper than {MAX_JSON_DEPTH} levels")
     sip_code = data.get("sip_code")
     if sip_code is not None and (isinstance(sip_code, bool) or not isinstance(sip_code, int)):
         raise ServiceError.invalid(field("sip_code"), "must be an integer")
@@ -375,10 +383,36 @@ def add_calls_result_to_json(result: AddCallsResult) -> dict[str, Any]:
         "unchanged": result.unchanged,
         "rejected": result.rejected,
         "rejections": [
-            {"index": r.index, "uuid": r.uuid, "field": r.field, "reason": r.reason}
+            {
+                "index": r.index,
+                "uuid": r.uuid,
+                "field": r.field,
+                "reason": r.reason,
+                "code": r.code.value,
+            }
             for r in result.rejections
         ],
     }
+
+
+def privacy_request_from_json(payload: object) -> tuple[bool, str]:
+    """(private, reason) of `{"private": bool, "reason": "..."}`; both required."""
+    if not isinstance(payload, dict):
+        raise ServiceError.invalid("body", 'must be a JSON object {"private": …, "reason": …}')
+    unknown = sorted(set(payload) - {"private", "reason"})
+    if unknown:
+        raise ServiceError.invalid(unknown[0], f"unknown field(s): {', '.join(unknown)[:200]}")
+    private = payload.get("private")
+    if not isinstance(private, bool):
+        raise ServiceError.invalid("private", "is required: true or false")
+    reason = payload.get("reason")
+    if not isinstance(reason, str):
+        raise ServiceError.invalid("reason", "is required: say why the privacy changes")
+    return private, reason
+
+
+def privacy_change_to_json(change: PrivacyChange) -> dict[str, Any]:
+    return {"uuid": str(change.call_uuid), "private": change.private, "changed": change.changed}
 
 
 def check_uuids_from_json(payload: object, max_uuids: int) -> list[uuid_module.UUID]:

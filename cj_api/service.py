@@ -23,10 +23,11 @@ import trio
 from cj.auth import Principal, require
 from cj.config import ApiConfig, Role
 from cj.db import Connection, Database, DatabaseUnavailable
-from cj.db.audit import audit
+from cj.db.audit import MAX_REASON, audit
 from cj.db.calls import (
     CallRecord,
     CallState,
+    ForeignCall,
     SearchError,
     SearchPage,
     SearchQuery,
@@ -38,8 +39,9 @@ from cj.db.calls import (
     upsert_calls,
 )
 from cj.db.paging import PageTokenError
+from cj.db.privacy import PrivacyChange, set_call_privacy
 from cj.db.recordings import Created, CreateOutcome, create_recording
-from cj.errors import ServiceError
+from cj.errors import ErrorCode, ServiceError
 from cj.model import Call, Recording, RecordingStatus
 from cj.queue.base import EncodeJob, JobPublisher, QueueError
 from cj.storage import (
@@ -89,6 +91,7 @@ class Rejection:
     uuid: str
     field: str | None
     message: str
+    code: ErrorCode = ErrorCode.INVALID_ARGUMENT
 
     @property
     def reason(self) -> str:
@@ -168,8 +171,19 @@ class CallJournalService:
     # --- ingest ------------------------------------------------------------------------
 
     async def add_call(self, principal: Principal, call: Call) -> UpsertOutcome:
+        """Upsert one call of one of the principal's sources (DESIGN §9: a call belongs
+        to the source that first stored it; private is sticky)."""
         require(principal, Role.AGENT)
-        return await self._run(functools.partial(upsert_call, call=_with_source(call, principal)))
+        owned = _owned(call, principal, "call.source")
+        result = await self._run(
+            functools.partial(
+                upsert_call, call=owned, allowed=principal.sources, actor=principal.name
+            )
+        )
+        if isinstance(result, ForeignCall):
+            _log_foreign(principal, call.uuid, result)
+            raise _foreign(principal, call.uuid)
+        return result
 
     async def add_calls(
         self, principal: Principal, items: AsyncIterable[Call | InvalidCall]
@@ -183,38 +197,89 @@ class CallJournalService:
         self, principal: Principal, items: AsyncIterable[Call | InvalidCall]
     ) -> AddCallsResult:
         result = AddCallsResult()
-        batch: list[Call] = []
+        batch: list[tuple[int, Call]] = []
+
+        def reject(index: int, uuid: str, error: ServiceError) -> None:
+            result.rejected += 1
+            if len(result.rejections) < MAX_REJECTIONS_REPORTED:
+                result.rejections.append(
+                    Rejection(index, uuid, error.field, error.message, error.code)
+                )
 
         async def flush() -> None:
             if batch:
-                outcomes = await self._run(functools.partial(upsert_calls, calls=list(batch)))
-                for outcome in outcomes:
-                    result.count(outcome)
+                outcomes = await self._run(
+                    functools.partial(
+                        upsert_calls,
+                        calls=[call for _, call in batch],
+                        allowed=principal.sources,
+                        actor=principal.name,
+                    )
+                )
+                for (index, call), outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, ForeignCall):
+                        _log_foreign(principal, call.uuid, outcome)
+                        reject(index, str(call.uuid), _foreign(principal, call.uuid))
+                    else:
+                        result.count(outcome)
                 batch.clear()
 
         index = 0
         async for item in items:
             if isinstance(item, InvalidCall):
-                result.rejected += 1
-                if len(result.rejections) < MAX_REJECTIONS_REPORTED:
-                    result.rejections.append(
-                        Rejection(index, item.uuid, item.error.field, item.error.message)
-                    )
+                reject(index, item.uuid, item.error)
             else:
-                batch.append(_with_source(item, principal))
+                try:
+                    batch.append((index, _owned(item, principal, "call.source")))
+                except ServiceError as exc:
+                    reject(index, str(item.uuid), exc)
                 if len(batch) >= ADD_CALLS_BATCH:
                     await flush()
             index += 1
         await flush()
+        result.rejections.sort(key=lambda rejection: rejection.index)
         return result
 
     async def check_calls(
         self, principal: Principal, uuids: list[uuid_module.UUID]
     ) -> list[CallState]:
+        """The state of each call; calls of other sources are answered as not existing."""
         require(principal, Role.AGENT)
         if not 1 <= len(uuids) <= MAX_CHECK_UUIDS:
             raise ServiceError.invalid("uuids", f"give 1 to {MAX_CHECK_UUIDS} uuids")
-        return await self._run(functools.partial(check_calls, uuids=uuids), read=True)
+        return await self._run(
+            functools.partial(check_calls, uuids=uuids, sources=principal.sources), read=True
+        )
+
+    async def set_privacy(
+        self, principal: Principal, call_uuid: uuid_module.UUID, *, private: bool, reason: str
+    ) -> PrivacyChange:
+        """Release a private call or protect one: role admin only, with a reason, audited."""
+        require(principal, Role.ADMIN)
+        reason = reason.strip()
+        if not reason:
+            raise ServiceError.invalid("reason", "is required: say why the privacy changes")
+        if len(reason) > MAX_REASON:
+            raise ServiceError.invalid("reason", f"must be at most {MAX_REASON} characters")
+        change = await self._run(
+            functools.partial(
+                set_call_privacy,
+                call_uuid=call_uuid,
+                private=private,
+                actor=principal.name,
+                reason=reason,
+            )
+        )
+        if change is None:
+            raise ServiceError.not_found(f"no call {call_uuid}")
+        log.info(
+            "call_privacy_set",
+            call_uuid=str(call_uuid),
+            private=private,
+            changed=change.changed,
+            actor=principal.name,
+        )
+        return change
 
     async def upload_recording(
         self, principal: Principal, header: UploadHeader, chunks: AsyncIterable[bytes]
@@ -232,6 +297,11 @@ class CallJournalService:
                 f"call {header.call_uuid} does not exist: add the call before its recording",
                 field="call_uuid",
             )
+        if not principal.may_write(record.call.source):
+            # Before a byte is stored, and before "duplicate" could confirm a checksum.
+            # The source of a stored call never changes, so this cannot go stale.
+            _log_foreign(principal, header.call_uuid, ForeignCall(record.call.source))
+            raise _foreign(principal, header.call_uuid, field="call_uuid")
         existing = record.recording
         if existing is not None:
             if existing.original_sha256 == header.sha256 and existing.original_size == header.size:
@@ -491,8 +561,40 @@ class CallJournalService:
             raise ServiceError.unavailable("the database took too long; retry later") from None
 
 
-def _with_source(call: Call, principal: Principal) -> Call:
-    return call if call.source else replace(call, source=principal.name)
+def _owned(call: Call, principal: Principal, field: str) -> Call:
+    """The call with its source: the principal's first when empty; PERMISSION_DENIED
+    when it names a source the principal may not write."""
+    if not call.source:
+        if not principal.sources:
+            raise ServiceError.permission_denied(
+                f"token {principal.name!r} has no source to write calls for", field=field
+            )
+        return replace(call, source=principal.sources[0])
+    if not principal.may_write(call.source):
+        raise ServiceError.permission_denied(
+            f"token {principal.name!r} may not write calls of source {call.source[:64]!r}; "
+            f"its sources: {', '.join(principal.sources)}",
+            field=field,
+        )
+    return call
+
+
+def _foreign(
+    principal: Principal, call_uuid: uuid_module.UUID, field: str = "call.uuid"
+) -> ServiceError:
+    # Which source owns it is not said: another PBX's calls are none of this token's
+    # business (the refusal itself cannot help telling that the uuid is taken).
+    return ServiceError.permission_denied(
+        f"call {call_uuid} belongs to another source; token {principal.name!r} may write "
+        f"only calls of: {', '.join(principal.sources)}",
+        field=field,
+    )
+
+
+def _log_foreign(principal: Principal, call_uuid: uuid_module.UUID, found: ForeignCall) -> None:
+    log.warning(
+        "foreign_call_refused", call_uuid=str(call_uuid), token=principal.name, owner=found.owner
+    )
 
 
 def _check_header(header: UploadHeader, max_bytes: int) -> None:

@@ -182,7 +182,14 @@ MEANINGS: dict[str, str] = {
     "auth.tokens": "Bearer tokens: a list of tables (keys below); JSON in the env.",
     "auth.tokens[].name": "Who holds it (logs and the audit log).",
     "auth.tokens[].token": "The secret, 16 characters or more.",
-    "auth.tokens[].roles": "`agent` (ingest) and/or `reader` (search, download).",
+    "auth.tokens[].roles": (
+        "`agent` (ingest for its sources), `reader` (search, download) and/or `admin` "
+        "(release or protect a call, with a reason; audited)."
+    ),
+    "auth.tokens[].sources": (
+        "Agent tokens: the sources (PBX names) whose calls it may add, change and attach "
+        "audio to; the first is given to calls sent without one (empty: the token's name)."
+    ),
     # logging
     "logging.level": "`debug`, `info`, `warning` or `error`.",
     # retention (`cj purge`)

@@ -30,8 +30,9 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 class Role(StrEnum):
     """What a bearer token may do."""
 
-    AGENT = "agent"  # ingest: add calls, upload recordings, check calls
+    AGENT = "agent"  # ingest for the token's own sources: add calls, upload, check
     READER = "reader"  # search, get, download
+    ADMIN = "admin"  # deliberate, audited changes: releasing or protecting a call
 
 
 class LogFormat(StrEnum):
@@ -153,17 +154,35 @@ class QueueConfig:
 
 @dataclass(frozen=True, config=STRICT)
 class TokenConfig:
-    """One bearer token. `name` identifies the holder in logs and the audit log."""
+    """One bearer token. `name` identifies the holder in logs and the audit log.
+
+    `sources` are the sources (PBXs) whose calls an agent token may write; empty means
+    the token's own name is its one source. The first is given to calls sent without a
+    source.
+    """
 
     name: Name
     token: SecretStr
     roles: frozenset[Role]
+    sources: tuple[Name, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.token.get_secret_value()) < 16:
             raise ValueError(f"auth token {self.name!r}: token must be at least 16 characters")
         if not self.roles:
             raise ValueError(f"auth token {self.name!r}: roles must not be empty")
+        duplicates = sorted({s for s in self.sources if self.sources.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"auth token {self.name!r}: duplicate sources {duplicates}")
+        if self.sources and Role.AGENT not in self.roles:
+            raise ValueError(
+                f"auth token {self.name!r}: sources are only for tokens with the agent role"
+            )
+
+    @property
+    def writable_sources(self) -> tuple[str, ...]:
+        """The sources this token may write: `sources`, or its own name when empty."""
+        return self.sources or (self.name,)
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -1,4 +1,8 @@
-"""The audit log: who tried to do what to which call, and what happened."""
+"""The audit log: who tried to do what to which call, and what happened.
+
+Changes of a call's privacy are written by a trigger (sql/0002_ownership_privacy.sql)
+in the transaction that makes them; `set_audit_context` tells it who acts and why.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,22 @@ def audit(
         """INSERT INTO audit_log (actor, action, call_uuid, result, detail)
            VALUES (%s, %s, %s, %s, %s)""",
         (actor, action, call_uuid, result, Jsonb(detail or {})),
+    )
+
+
+PRIVACY_ACTION = "privacy"
+MAX_REASON = 1000
+
+
+def set_audit_context(conn: Connection, *, actor: str, reason: str) -> None:
+    """Name the actor and the reason of the privacy changes this transaction makes.
+
+    Transaction-local (`set_config(..., true)`): a pooled connection carries nothing
+    over to the next transaction.
+    """
+    conn.execute(
+        "SELECT set_config('cj.actor', %s, true), set_config('cj.reason', %s, true)",
+        (actor, reason),
     )
 
 

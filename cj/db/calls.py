@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +18,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from cj.db.audit import set_audit_context
 from cj.db.paging import Cursor, decode_token, encode_token, query_fingerprint
 from cj.db.pool import Connection
 from cj.model import Call, Direction, Recording, RecordingStatus
@@ -135,20 +137,49 @@ _CALL_COLUMNS = (
     "raw",
 )
 
+# Ingest never changes a call's source (its owner) once stored.
+_UPDATED_COLUMNS = tuple(c for c in _CALL_COLUMNS if c not in ("source", "private"))
+
+# One statement, so the decision cannot race: the conflict branch updates only a call
+# of a source the writer may write (`allowed`), and only when something changes;
+# private is sticky (an update may set it, never clear it). The outer SELECT reads the
+# row as it was before the statement, to tell a foreign call from an unchanged one.
 _UPSERT = f"""
-INSERT INTO calls (uuid, {", ".join(_CALL_COLUMNS)})
-VALUES (%(uuid)s, {", ".join(f"%({c})s" for c in _CALL_COLUMNS)})
-ON CONFLICT (uuid) DO UPDATE
-   SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _CALL_COLUMNS)}, updated_at = now()
- WHERE ({", ".join(f"calls.{c}" for c in _CALL_COLUMNS)})
-       IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _CALL_COLUMNS)})
-RETURNING (xmax = 0) AS inserted
+WITH written AS (
+    INSERT INTO calls AS c (uuid, {", ".join(_CALL_COLUMNS)})
+    VALUES (%(uuid)s, {", ".join(f"%({c})s" for c in _CALL_COLUMNS)})
+    ON CONFLICT (uuid) DO UPDATE
+       SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED_COLUMNS)},
+           private = c.private OR EXCLUDED.private,
+           updated_at = now()
+     WHERE c.source = ANY(%(allowed)s::text[])
+       AND ({", ".join(f"c.{c}" for c in _UPDATED_COLUMNS)}, c.private)
+           IS DISTINCT FROM
+           ({", ".join(f"EXCLUDED.{c}" for c in _UPDATED_COLUMNS)}, c.private OR EXCLUDED.private)
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT w.inserted, before.source AS owner
+  FROM (VALUES (1)) AS one (x)
+  LEFT JOIN written AS w ON true
+  LEFT JOIN calls AS before ON before.uuid = %(uuid)s
 """
 
 
-def _call_params(call: Call) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ForeignCall:
+    """The call exists and belongs to `owner`, a source the writer may not write; it
+    was left untouched."""
+
+    owner: str
+
+
+UpsertResult = UpsertOutcome | ForeignCall
+
+
+def _call_params(call: Call, allowed: Sequence[str]) -> dict[str, Any]:
     return {
         "uuid": call.uuid,
+        "allowed": list(allowed),
         "source": call.source,
         "caller_number": call.caller.raw,
         "caller_digits_rev": call.caller.reversed_digits,
@@ -176,34 +207,83 @@ def _jsonable(raw: Mapping[str, Any]) -> Any:
     return json.loads(text.replace("\\u0000", "\\ufffd"))
 
 
-def upsert_call(conn: Connection, call: Call) -> UpsertOutcome:
-    """Insert or update one call by uuid; same content twice changes nothing."""
-    row = conn.execute(_UPSERT, _call_params(call)).fetchone()
-    if row is None:
-        return UpsertOutcome.UNCHANGED
-    return UpsertOutcome.INSERTED if row["inserted"] else UpsertOutcome.UPDATED
+def _result(row: Mapping[str, Any] | None, allowed: Sequence[str]) -> UpsertResult | None:
+    """The outcome of one _UPSERT; None when a concurrent insert hides the owner."""
+    assert row is not None  # the statement always answers one row
+    if row["inserted"] is not None:
+        return UpsertOutcome.INSERTED if row["inserted"] else UpsertOutcome.UPDATED
+    owner = row["owner"]
+    if owner is None:
+        return None  # inserted by another transaction after this statement's snapshot
+    return UpsertOutcome.UNCHANGED if owner in allowed else ForeignCall(owner)
 
 
-def upsert_calls(conn: Connection, calls: Sequence[Call]) -> list[UpsertOutcome]:
-    """Upsert many calls in one round trip per batch (pipelined); outcomes in input order.
+def _owners(conn: Connection, uuids: Sequence[uuid_module.UUID]) -> dict[uuid_module.UUID, str]:
+    rows = conn.execute(
+        "SELECT uuid, source FROM calls WHERE uuid = ANY(%s)", (list(uuids),)
+    ).fetchall()
+    return {row["uuid"]: row["source"] for row in rows}
+
+
+def upsert_call(
+    conn: Connection,
+    call: Call,
+    *,
+    allowed: Sequence[str] | None = None,
+    actor: str | None = None,
+) -> UpsertResult:
+    """Insert or update one call by uuid; same content twice changes nothing.
+
+    `allowed` are the sources the writer may write (default: the call's own); a call
+    stored under another source is left alone (ForeignCall). `actor` names the writer
+    in the audit row of a privacy change (none: the database user).
+    """
+    return upsert_calls(conn, [call], allowed=allowed, actor=actor)[0]
+
+
+def upsert_calls(
+    conn: Connection,
+    calls: Sequence[Call],
+    *,
+    allowed: Sequence[str] | None = None,
+    actor: str | None = None,
+) -> list[UpsertResult]:
+    """Upsert many calls in one round trip per batch (pipelined); results in input order.
 
     A uuid repeated within `calls` is written once per occurrence, in order, so the
     last occurrence wins, exactly as if they had been sent one by one.
     """
-    outcomes: list[UpsertOutcome] = []
+    if not calls:
+        return []
+    # One transaction, so that the audit context applies (callers normally hold one).
+    with conn.transaction() if conn.autocommit else nullcontext():
+        return _upsert_calls(conn, calls, allowed, actor)
+
+
+def _upsert_calls(
+    conn: Connection, calls: Sequence[Call], allowed: Sequence[str] | None, actor: str | None
+) -> list[UpsertResult]:
+    if actor is not None:
+        set_audit_context(conn, actor=actor, reason="ingest")
+    results: list[UpsertResult | None] = []
+    params = [_call_params(c, allowed if allowed is not None else (c.source,)) for c in calls]
     with conn.cursor() as cur:
-        cur.executemany(_UPSERT, [_call_params(c) for c in calls], returning=True)
-        while True:
-            row = cur.fetchone()
-            if row is None:
-                outcomes.append(UpsertOutcome.UNCHANGED)
-            else:
-                outcomes.append(
-                    UpsertOutcome.INSERTED if row["inserted"] else UpsertOutcome.UPDATED
-                )
-            if not cur.nextset():
-                break
-    return outcomes
+        cur.executemany(_UPSERT, params, returning=True)
+        for param in params:
+            results.append(_result(cur.fetchone(), param["allowed"]))
+            cur.nextset()
+    hidden = [index for index, result in enumerate(results) if result is None]
+    if hidden:
+        # This statement's snapshot predates the row: read it now (the source never
+        # changes once stored, so what we read is what blocked the write).
+        owners = _owners(conn, [calls[index].uuid for index in hidden])
+        for index in hidden:
+            owner = owners.get(calls[index].uuid, "")
+            allowed_here = params[index]["allowed"]
+            results[index] = (
+                UpsertOutcome.UNCHANGED if owner in allowed_here else ForeignCall(owner)
+            )
+    return [result for result in results if result is not None]
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -277,14 +357,28 @@ def get_call(conn: Connection, call_uuid: uuid_module.UUID) -> CallRecord | None
     return _row_to_record(row) if row is not None else None
 
 
-def check_calls(conn: Connection, uuids: Iterable[uuid_module.UUID]) -> list[CallState]:
-    """Which of `uuids` exist, with their recording state; answers in input order."""
+def check_calls(
+    conn: Connection,
+    uuids: Iterable[uuid_module.UUID],
+    *,
+    sources: Sequence[str] | None = None,
+) -> list[CallState]:
+    """Which of `uuids` exist, with their recording state; answers in input order.
+
+    With `sources`, a call of any other source is answered as not existing (an agent
+    learns nothing about other PBXs' calls).
+    """
     wanted = list(uuids)
     rows = conn.execute(
         """SELECT c.uuid, r.status, r.original_sha256
              FROM calls c LEFT JOIN recordings r ON r.call_uuid = c.uuid
-            WHERE c.uuid = ANY(%s)""",
-        (wanted,),
+            WHERE c.uuid = ANY(%s)
+              AND (%s::text[] IS NULL OR c.source = ANY(%s::text[]))""",
+        (
+            wanted,
+            None if sources is None else list(sources),
+            None if sources is None else list(sources),
+        ),
     ).fetchall()
     found = {row["uuid"]: row for row in rows}
     states = []

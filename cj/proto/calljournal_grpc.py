@@ -29,6 +29,9 @@ class CallJournalServicer(purerpc.Servicer):
     async def DownloadRecording(self, input_message):
         raise NotImplementedError()
 
+    async def SetCallPrivacy(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -106,6 +109,15 @@ class CallJournalServicer(purerpc.Servicer):
                 calljournal_dot_v1_dot_calljournal__pb2.DownloadRecordingResponse,
             )
         )
+        service_obj.add_method(
+            "SetCallPrivacy",
+            self.SetCallPrivacy,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyRequest,
+                calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyResponse,
+            )
+        )
         return service_obj
 
 
@@ -177,5 +189,13 @@ class CallJournalStub:
                 purerpc.Cardinality.UNARY_STREAM,
                 calljournal_dot_v1_dot_calljournal__pb2.DownloadRecordingRequest,
                 calljournal_dot_v1_dot_calljournal__pb2.DownloadRecordingResponse,
+            )
+        )
+        self.SetCallPrivacy = self._client.get_method_stub(
+            "SetCallPrivacy",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyRequest,
+                calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyResponse,
             )
         )

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n calljournal/v1/calljournal.proto\x12\x0e\x63\x61lljournal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n\x04\x43\x61ll\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x15\n\rcaller_number\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\x04 \x01(\t\x12\x1a\n\x12\x64\x65stination_number\x18\x05 \x01(\t\x12,\n\tdirection\x18\x06 \x01(\x0e\x32\x19.calljournal.v1.Direction\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\n \x01(\x05\x12\x0f\n\x07\x62illsec\x18\x0b \x01(\x05\x12\x14\n\x0changup_cause\x18\x0c \x01(\t\x12\x13\n\x0bhangup_side\x18\r \x01(\t\x12\x10\n\x08sip_code\x18\x0e \x01(\x05\x12\x0f\n\x07private\x18\x0f \x01(\x08\x12\x16\n\x0erecording_name\x18\x10 \x01(\t\x12\x10\n\x08raw_json\x18\x11 \x01(\t\"\x8b\x02\n\rRecordingInfo\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.calljournal.v1.RecordingStatus\x12\x15\n\roriginal_name\x18\x02 \x01(\t\x12\x15\n\roriginal_size\x18\x03 \x01(\x03\x12\x17\n\x0foriginal_sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0c\n\x04size\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x03\x12\x13\n\x0bsample_rate\x18\t \x01(\x05\x12\x10\n\x08\x63hannels\x18\n \x01(\x05\x12\x12\n\nlast_error\x18\x0b \x01(\t\"b\n\nCallRecord\x12\"\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.calljournal.v1.Call\x12\x30\n\trecording\x18\x02 \x01(\x0b\x32\x1d.calljournal.v1.RecordingInfo\"4\n\x0e\x41\x64\x64\x43\x61llRequest\x12\"\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.calljournal.v1.Call\"A\n\x0f\x41\x64\x64\x43\x61llResponse\x12.\n\x07outcome\x18\x01 \x01(\x0e\x32\x1d.calljournal.v1.UpsertOutcome\"G\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\x89\x01\n\x10\x41\x64\x64\x43\x61llsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x11\n\tunchanged\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12-\n\nrejections\x18\x05 \x03(\x0b\x32\x19.calljournal.v1.Rejection\"\"\n\x11\x43heckCallsRequest\x12\r\n\x05uuids\x18\x01 \x03(\t\"~\n\tCallState\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06\x65xists\x18\x02 \x01(\x08\x12\x39\n\x10recording_status\x18\x03 \x01(\x0e\x32\x1f.calljournal.v1.RecordingStatus\x12\x18\n\x10recording_sha256\x18\x04 \x01(\t\">\n\x12\x43heckCallsResponse\x12(\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x19.calljournal.v1.CallState\"R\n\x0cUploadHeader\x12\x11\n\tcall_uuid\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"a\n\x16UploadRecordingRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.calljournal.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"{\n\x17UploadRecordingResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.calljournal.v1.RecordingStatus\"\x97\x02\n\x14SearchByPhoneRequest\x12\r\n\x05phone\x18\x01 \x01(\t\x12\r\n\x05\x65xact\x18\x02 \x01(\x08\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tdirection\x18\x05 \x01(\x0e\x32\x19.calljournal.v1.Direction\x12\x32\n\trecording\x18\x06 \x01(\x0e\x32\x1f.calljournal.v1.RecordingFilter\x12\r\n\x05limit\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xfc\x01\n\x17SearchByIntervalRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tdirection\x18\x03 \x01(\x0e\x32\x19.calljournal.v1.Direction\x12\x32\n\trecording\x18\x04 \x01(\x0e\x32\x1f.calljournal.v1.RecordingFilter\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"T\n\x0eSearchResponse\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.calljournal.v1.CallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetCallRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"=\n\x18\x44ownloadRecordingRequest\x12\x11\n\tcall_uuid\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"|\n\x0e\x44ownloadHeader\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x11\n\tfile_name\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x03\"f\n\x19\x44ownloadRecordingResponse\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.calljournal.v1.DownloadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part*\x84\x01\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x12\x16\n\x12\x44IRECTION_INTERNAL\x10\x03\x12\x15\n\x11\x44IRECTION_UNKNOWN\x10\x04*\xe3\x01\n\x0fRecordingStatus\x12 \n\x1cRECORDING_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15RECORDING_STATUS_NONE\x10\x01\x12\x1d\n\x19RECORDING_STATUS_UPLOADED\x10\x02\x12\x1d\n\x19RECORDING_STATUS_ENCODING\x10\x03\x12\x1b\n\x17RECORDING_STATUS_STORED\x10\x04\x12\x1b\n\x17RECORDING_STATUS_FAILED\x10\x05\x12\x1b\n\x17RECORDING_STATUS_PURGED\x10\x06*l\n\x0fRecordingFilter\x12 \n\x1cRECORDING_FILTER_UNSPECIFIED\x10\x00\x12\x19\n\x15RECORDING_FILTER_WITH\x10\x01\x12\x1c\n\x18RECORDING_FILTER_WITHOUT\x10\x02*\x86\x01\n\rUpsertOutcome\x12\x1e\n\x1aUPSERT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17UPSERT_OUTCOME_INSERTED\x10\x01\x12\x1a\n\x16UPSERT_OUTCOME_UPDATED\x10\x02\x12\x1c\n\x18UPSERT_OUTCOME_UNCHANGED\x10\x03\x32\xcb\x05\n\x0b\x43\x61llJournal\x12J\n\x07\x41\x64\x64\x43\x61ll\x12\x1e.calljournal.v1.AddCallRequest\x1a\x1f.calljournal.v1.AddCallResponse\x12N\n\x08\x41\x64\x64\x43\x61lls\x12\x1e.calljournal.v1.AddCallRequest\x1a .calljournal.v1.AddCallsResponse(\x01\x12S\n\nCheckCalls\x12!.calljournal.v1.CheckCallsRequest\x1a\".calljournal.v1.CheckCallsResponse\x12\x64\n\x0fUploadRecording\x12&.calljournal.v1.UploadRecordingRequest\x1a\'.calljournal.v1.UploadRecordingResponse(\x01\x12U\n\rSearchByPhone\x12$.calljournal.v1.SearchByPhoneRequest\x1a\x1e.calljournal.v1.SearchResponse\x12[\n\x10SearchByInterval\x12\'.calljournal.v1.SearchByIntervalRequest\x1a\x1e.calljournal.v1.SearchResponse\x12\x45\n\x07GetCall\x12\x1e.calljournal.v1.GetCallRequest\x1a\x1a.calljournal.v1.CallRecord\x12j\n\x11\x44ownloadRecording\x12(.calljournal.v1.DownloadRecordingRequest\x1a).calljournal.v1.DownloadRecordingResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n calljournal/v1/calljournal.proto\x12\x0e\x63\x61lljournal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n\x04\x43\x61ll\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x15\n\rcaller_number\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\x04 \x01(\t\x12\x1a\n\x12\x64\x65stination_number\x18\x05 \x01(\t\x12,\n\tdirection\x18\x06 \x01(\x0e\x32\x19.calljournal.v1.Direction\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\n \x01(\x05\x12\x0f\n\x07\x62illsec\x18\x0b \x01(\x05\x12\x14\n\x0changup_cause\x18\x0c \x01(\t\x12\x13\n\x0bhangup_side\x18\r \x01(\t\x12\x10\n\x08sip_code\x18\x0e \x01(\x05\x12\x0f\n\x07private\x18\x0f \x01(\x08\x12\x16\n\x0erecording_name\x18\x10 \x01(\t\x12\x10\n\x08raw_json\x18\x11 \x01(\t\"\x8b\x02\n\rRecordingInfo\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.calljournal.v1.RecordingStatus\x12\x15\n\roriginal_name\x18\x02 \x01(\t\x12\x15\n\roriginal_size\x18\x03 \x01(\x03\x12\x17\n\x0foriginal_sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0c\n\x04size\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x03\x12\x13\n\x0bsample_rate\x18\t \x01(\x05\x12\x10\n\x08\x63hannels\x18\n \x01(\x05\x12\x12\n\nlast_error\x18\x0b \x01(\t\"b\n\nCallRecord\x12\"\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.calljournal.v1.Call\x12\x30\n\trecording\x18\x02 \x01(\x0b\x32\x1d.calljournal.v1.RecordingInfo\"4\n\x0e\x41\x64\x64\x43\x61llRequest\x12\"\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.calljournal.v1.Call\"A\n\x0f\x41\x64\x64\x43\x61llResponse\x12.\n\x07outcome\x18\x01 \x01(\x0e\x32\x1d.calljournal.v1.UpsertOutcome\"U\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"\x89\x01\n\x10\x41\x64\x64\x43\x61llsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x11\n\tunchanged\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12-\n\nrejections\x18\x05 \x03(\x0b\x32\x19.calljournal.v1.Rejection\"\"\n\x11\x43heckCallsRequest\x12\r\n\x05uuids\x18\x01 \x03(\t\"~\n\tCallState\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06\x65xists\x18\x02 \x01(\x08\x12\x39\n\x10recording_status\x18\x03 \x01(\x0e\x32\x1f.calljournal.v1.RecordingStatus\x12\x18\n\x10recording_sha256\x18\x04 \x01(\t\">\n\x12\x43heckCallsResponse\x12(\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x19.calljournal.v1.CallState\"R\n\x0cUploadHeader\x12\x11\n\tcall_uuid\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"a\n\x16UploadRecordingRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.calljournal.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"{\n\x17UploadRecordingResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.calljournal.v1.RecordingStatus\"\x97\x02\n\x14SearchByPhoneRequest\x12\r\n\x05phone\x18\x01 \x01(\t\x12\r\n\x05\x65xact\x18\x02 \x01(\x08\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tdirection\x18\x05 \x01(\x0e\x32\x19.calljournal.v1.Direction\x12\x32\n\trecording\x18\x06 \x01(\x0e\x32\x1f.calljournal.v1.RecordingFilter\x12\r\n\x05limit\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xfc\x01\n\x17SearchByIntervalRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tdirection\x18\x03 \x01(\x0e\x32\x19.calljournal.v1.Direction\x12\x32\n\trecording\x18\x04 \x01(\x0e\x32\x1f.calljournal.v1.RecordingFilter\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"T\n\x0eSearchResponse\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.calljournal.v1.CallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetCallRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"=\n\x18\x44ownloadRecordingRequest\x12\x11\n\tcall_uuid\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"|\n\x0e\x44ownloadHeader\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x11\n\tfile_name\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x03\"f\n\x19\x44ownloadRecordingResponse\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.calljournal.v1.DownloadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"c\n\x15SetCallPrivacyRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12,\n\x07privacy\x18\x02 \x01(\x0e\x32\x1b.calljournal.v1.CallPrivacy\x12\x0e\n\x06reason\x18\x03 \x01(\t\"e\n\x16SetCallPrivacyResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12,\n\x07privacy\x18\x02 \x01(\x0e\x32\x1b.calljournal.v1.CallPrivacy\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08*\x84\x01\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x12\x16\n\x12\x44IRECTION_INTERNAL\x10\x03\x12\x15\n\x11\x44IRECTION_UNKNOWN\x10\x04*\xe3\x01\n\x0fRecordingStatus\x12 \n\x1cRECORDING_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15RECORDING_STATUS_NONE\x10\x01\x12\x1d\n\x19RECORDING_STATUS_UPLOADED\x10\x02\x12\x1d\n\x19RECORDING_STATUS_ENCODING\x10\x03\x12\x1b\n\x17RECORDING_STATUS_STORED\x10\x04\x12\x1b\n\x17RECORDING_STATUS_FAILED\x10\x05\x12\x1b\n\x17RECORDING_STATUS_PURGED\x10\x06*l\n\x0fRecordingFilter\x12 \n\x1cRECORDING_FILTER_UNSPECIFIED\x10\x00\x12\x19\n\x15RECORDING_FILTER_WITH\x10\x01\x12\x1c\n\x18RECORDING_FILTER_WITHOUT\x10\x02*\x86\x01\n\rUpsertOutcome\x12\x1e\n\x1aUPSERT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17UPSERT_OUTCOME_INSERTED\x10\x01\x12\x1a\n\x16UPSERT_OUTCOME_UPDATED\x10\x02\x12\x1c\n\x18UPSERT_OUTCOME_UNCHANGED\x10\x03*^\n\x0b\x43\x61llPrivacy\x12\x1c\n\x18\x43\x41LL_PRIVACY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41LL_PRIVACY_PRIVATE\x10\x01\x12\x17\n\x13\x43\x41LL_PRIVACY_PUBLIC\x10\x02\x32\xac\x06\n\x0b\x43\x61llJournal\x12J\n\x07\x41\x64\x64\x43\x61ll\x12\x1e.calljournal.v1.AddCallRequest\x1a\x1f.calljournal.v1.AddCallResponse\x12N\n\x08\x41\x64\x64\x43\x61lls\x12\x1e.calljournal.v1.AddCallRequest\x1a .calljournal.v1.AddCallsResponse(\x01\x12S\n\nCheckCalls\x12!.calljournal.v1.CheckCallsRequest\x1a\".calljournal.v1.CheckCallsResponse\x12\x64\n\x0fUploadRecording\x12&.calljournal.v1.UploadRecordingRequest\x1a\'.calljournal.v1.UploadRecordingResponse(\x01\x12U\n\rSearchByPhone\x12$.calljournal.v1.SearchByPhoneRequest\x1a\x1e.calljournal.v1.SearchResponse\x12[\n\x10SearchByInterval\x12\'.calljournal.v1.SearchByIntervalRequest\x1a\x1e.calljournal.v1.SearchResponse\x12\x45\n\x07GetCall\x12\x1e.calljournal.v1.GetCallRequest\x1a\x1a.calljournal.v1.CallRecord\x12j\n\x11\x44ownloadRecording\x12(.calljournal.v1.DownloadRecordingRequest\x1a).calljournal.v1.DownloadRecordingResponse0\x01\x12_\n\x0eSetCallPrivacy\x12%.calljournal.v1.SetCallPrivacyRequest\x1a&.calljournal.v1.SetCallPrivacyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cj.proto.calljournal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=2731
-  _globals['_DIRECTION']._serialized_end=2863
-  _globals['_RECORDINGSTATUS']._serialized_start=2866
-  _globals['_RECORDINGSTATUS']._serialized_end=3093
-  _globals['_RECORDINGFILTER']._serialized_start=3095
-  _globals['_RECORDINGFILTER']._serialized_end=3203
-  _globals['_UPSERTOUTCOME']._serialized_start=3206
-  _globals['_UPSERTOUTCOME']._serialized_end=3340
+  _globals['_DIRECTION']._serialized_start=2949
+  _globals['_DIRECTION']._serialized_end=3081
+  _globals['_RECORDINGSTATUS']._serialized_start=3084
+  _globals['_RECORDINGSTATUS']._serialized_end=3311
+  _globals['_RECORDINGFILTER']._serialized_start=3313
+  _globals['_RECORDINGFILTER']._serialized_end=3421
+  _globals['_UPSERTOUTCOME']._serialized_start=3424
+  _globals['_UPSERTOUTCOME']._serialized_end=3558
+  _globals['_CALLPRIVACY']._serialized_start=3560
+  _globals['_CALLPRIVACY']._serialized_end=3654
   _globals['_CALL']._serialized_start=86
   _globals['_CALL']._serialized_end=540
   _globals['_RECORDINGINFO']._serialized_start=543
@@ -51,35 +53,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDCALLRESPONSE']._serialized_start=966
   _globals['_ADDCALLRESPONSE']._serialized_end=1031
   _globals['_REJECTION']._serialized_start=1033
-  _globals['_REJECTION']._serialized_end=1104
-  _globals['_ADDCALLSRESPONSE']._serialized_start=1107
-  _globals['_ADDCALLSRESPONSE']._serialized_end=1244
-  _globals['_CHECKCALLSREQUEST']._serialized_start=1246
-  _globals['_CHECKCALLSREQUEST']._serialized_end=1280
-  _globals['_CALLSTATE']._serialized_start=1282
-  _globals['_CALLSTATE']._serialized_end=1408
-  _globals['_CHECKCALLSRESPONSE']._serialized_start=1410
-  _globals['_CHECKCALLSRESPONSE']._serialized_end=1472
-  _globals['_UPLOADHEADER']._serialized_start=1474
-  _globals['_UPLOADHEADER']._serialized_end=1556
-  _globals['_UPLOADRECORDINGREQUEST']._serialized_start=1558
-  _globals['_UPLOADRECORDINGREQUEST']._serialized_end=1655
-  _globals['_UPLOADRECORDINGRESPONSE']._serialized_start=1657
-  _globals['_UPLOADRECORDINGRESPONSE']._serialized_end=1780
-  _globals['_SEARCHBYPHONEREQUEST']._serialized_start=1783
-  _globals['_SEARCHBYPHONEREQUEST']._serialized_end=2062
-  _globals['_SEARCHBYINTERVALREQUEST']._serialized_start=2065
-  _globals['_SEARCHBYINTERVALREQUEST']._serialized_end=2317
-  _globals['_SEARCHRESPONSE']._serialized_start=2319
-  _globals['_SEARCHRESPONSE']._serialized_end=2403
-  _globals['_GETCALLREQUEST']._serialized_start=2405
-  _globals['_GETCALLREQUEST']._serialized_end=2435
-  _globals['_DOWNLOADRECORDINGREQUEST']._serialized_start=2437
-  _globals['_DOWNLOADRECORDINGREQUEST']._serialized_end=2498
-  _globals['_DOWNLOADHEADER']._serialized_start=2500
-  _globals['_DOWNLOADHEADER']._serialized_end=2624
-  _globals['_DOWNLOADRECORDINGRESPONSE']._serialized_start=2626
-  _globals['_DOWNLOADRECORDINGRESPONSE']._serialized_end=2728
-  _globals['_CALLJOURNAL']._serialized_start=3343
-  _globals['_CALLJOURNAL']._serialized_end=4058
+  _globals['_REJECTION']._serialized_end=1118
+  _globals['_ADDCALLSRESPONSE']._serialized_start=1121
+  _globals['_ADDCALLSRESPONSE']._serialized_end=1258
+  _globals['_CHECKCALLSREQUEST']._serialized_start=1260
+  _globals['_CHECKCALLSREQUEST']._serialized_end=1294
+  _globals['_CALLSTATE']._serialized_start=1296
+  _globals['_CALLSTATE']._serialized_end=1422
+  _globals['_CHECKCALLSRESPONSE']._serialized_start=1424
+  _globals['_CHECKCALLSRESPONSE']._serialized_end=1486
+  _globals['_UPLOADHEADER']._serialized_start=1488
+  _globals['_UPLOADHEADER']._serialized_end=1570
+  _globals['_UPLOADRECORDINGREQUEST']._serialized_start=1572
+  _globals['_UPLOADRECORDINGREQUEST']._serialized_end=1669
+  _globals['_UPLOADRECORDINGRESPONSE']._serialized_start=1671
+  _globals['_UPLOADRECORDINGRESPONSE']._serialized_end=1794
+  _globals['_SEARCHBYPHONEREQUEST']._serialized_start=1797
+  _globals['_SEARCHBYPHONEREQUEST']._serialized_end=2076
+  _globals['_SEARCHBYINTERVALREQUEST']._serialized_start=2079
+  _globals['_SEARCHBYINTERVALREQUEST']._serialized_end=2331
+  _globals['_SEARCHRESPONSE']._serialized_start=2333
+  _globals['_SEARCHRESPONSE']._serialized_end=2417
+  _globals['_GETCALLREQUEST']._serialized_start=2419
+  _globals['_GETCALLREQUEST']._serialized_end=2449
+  _globals['_DOWNLOADRECORDINGREQUEST']._serialized_start=2451
+  _globals['_DOWNLOADRECORDINGREQUEST']._serialized_end=2512
+  _globals['_DOWNLOADHEADER']._serialized_start=2514
+  _globals['_DOWNLOADHEADER']._serialized_end=2638
+  _globals['_DOWNLOADRECORDINGRESPONSE']._serialized_start=2640
+  _globals['_DOWNLOADRECORDINGRESPONSE']._serialized_end=2742
+  _globals['_SETCALLPRIVACYREQUEST']._serialized_start=2744
+  _globals['_SETCALLPRIVACYREQUEST']._serialized_end=2843
+  _globals['_SETCALLPRIVACYRESPONSE']._serialized_start=2845
+  _globals['_SETCALLPRIVACYRESPONSE']._serialized_end=2946
+  _globals['_CALLJOURNAL']._serialized_start=3657
+  _globals['_CALLJOURNAL']._serialized_end=4469
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,12 @@ class UpsertOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPSERT_OUTCOME_INSERTED: _ClassVar[UpsertOutcome]
     UPSERT_OUTCOME_UPDATED: _ClassVar[UpsertOutcome]
     UPSERT_OUTCOME_UNCHANGED: _ClassVar[UpsertOutcome]
+
+class CallPrivacy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALL_PRIVACY_UNSPECIFIED: _ClassVar[CallPrivacy]
+    CALL_PRIVACY_PRIVATE: _ClassVar[CallPrivacy]
+    CALL_PRIVACY_PUBLIC: _ClassVar[CallPrivacy]
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_INBOUND: Direction
 DIRECTION_OUTBOUND: Direction
@@ -59,6 +65,9 @@ UPSERT_OUTCOME_UNSPECIFIED: UpsertOutcome
 UPSERT_OUTCOME_INSERTED: UpsertOutcome
 UPSERT_OUTCOME_UPDATED: UpsertOutcome
 UPSERT_OUTCOME_UNCHANGED: UpsertOutcome
+CALL_PRIVACY_UNSPECIFIED: CallPrivacy
+CALL_PRIVACY_PRIVATE: CallPrivacy
+CALL_PRIVACY_PUBLIC: CallPrivacy
 
 class Call(_message.Message):
     __slots__ = ("uuid", "source", "caller_number", "caller_name", "destination_number", "direction", "started_at", "answered_at", "ended_at", "duration_s", "billsec", "hangup_cause", "hangup_side", "sip_code", "private", "recording_name", "raw_json")
@@ -145,16 +154,18 @@ class AddCallResponse(_message.Message):
     def __init__(self, outcome: _Optional[_Union[UpsertOutcome, str]] = ...) -> None: ...
 
 class Rejection(_message.Message):
-    __slots__ = ("index", "uuid", "reason", "field")
+    __slots__ = ("index", "uuid", "reason", "field", "code")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
     index: int
     uuid: str
     reason: str
     field: str
-    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., reason: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+    code: str
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., reason: _Optional[str] = ..., field: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class AddCallsResponse(_message.Message):
     __slots__ = ("inserted", "updated", "unchanged", "rejected", "rejections")
@@ -307,3 +318,23 @@ class DownloadRecordingResponse(_message.Message):
     header: DownloadHeader
     chunk: bytes
     def __init__(self, header: _Optional[_Union[DownloadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class SetCallPrivacyRequest(_message.Message):
+    __slots__ = ("uuid", "privacy", "reason")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    privacy: CallPrivacy
+    reason: str
+    def __init__(self, uuid: _Optional[str] = ..., privacy: _Optional[_Union[CallPrivacy, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetCallPrivacyResponse(_message.Message):
+    __slots__ = ("uuid", "privacy", "changed")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    privacy: CallPrivacy
+    changed: bool
+    def __init__(self, uuid: _Optional[str] = ..., privacy: _Optional[_Union[CallPrivacy, str]] = ..., changed: _Optional[bool] = ...) -> None: ...

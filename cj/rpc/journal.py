@@ -105,6 +105,22 @@ class CallJournalClient:
             _path("GetCall"), pb.GetCallRequest(uuid=uuid), pb.CallRecord, timeout_s=timeout_s
         )
 
+    async def set_call_privacy(
+        self,
+        uuid: str,
+        privacy: pb.CallPrivacy,
+        reason: str,
+        *,
+        timeout_s: float | None = None,
+    ) -> pb.SetCallPrivacyResponse:
+        """Release (CALL_PRIVACY_PUBLIC) or protect a call; role admin, audited."""
+        return await self.channel.unary_unary(
+            _path("SetCallPrivacy"),
+            pb.SetCallPrivacyRequest(uuid=uuid, privacy=privacy, reason=reason),
+            pb.SetCallPrivacyResponse,
+            timeout_s=timeout_s,
+        )
+
     def download_recording(
         self, call_uuid: str, *, offset: int = 0, timeout_s: float | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[pb.DownloadRecordingResponse]]:

@@ -41,6 +41,7 @@ from cj_api.rest import create_rest_app
 from cj_api.rest_server import serve_rest
 from cj_api.service import CallJournalService
 from tests.api.openapi_check import ResponseChecker
+from tests.fixtures.api import TEST_SOURCES
 
 AGENT_TOKEN = "agent-token-0123456789abcdef"
 READER_TOKEN = "reader-token-0123456789abcdef"
@@ -52,12 +53,23 @@ SETUP_TIMEOUT_S = 30
 
 @pytest.fixture
 def api_auth_config() -> AuthConfig:
-    """Tokens: `pbx-1` (agent), `ops` (reader), `admin` (both)."""
+    """Tokens: `pbx-1` (agent), `ops` (reader), `admin` (every role); the agent tokens
+    write their own name's source and the suite's TEST_SOURCES."""
     return AuthConfig(
         tokens=(
-            TokenConfig(name="pbx-1", token=SecretStr(AGENT_TOKEN), roles=frozenset({Role.AGENT})),
+            TokenConfig(
+                name="pbx-1",
+                token=SecretStr(AGENT_TOKEN),
+                roles=frozenset({Role.AGENT}),
+                sources=("pbx-1", *TEST_SOURCES),
+            ),
             TokenConfig(name="ops", token=SecretStr(READER_TOKEN), roles=frozenset({Role.READER})),
-            TokenConfig(name="admin", token=SecretStr(BOTH_TOKEN), roles=frozenset(Role)),
+            TokenConfig(
+                name="admin",
+                token=SecretStr(BOTH_TOKEN),
+                roles=frozenset(Role),
+                sources=("admin", *TEST_SOURCES),
+            ),
         )
     )
 

@@ -35,8 +35,11 @@ from tests.e2e.harness import Harness
 AGENT_TOKEN = "e2e-agent-token-0123456789"
 READER_TOKEN = "e2e-reader-token-0123456789"
 
+# One agent token for every spool of a test (spools are named pbx-1 … pbx-8): it
+# must own the sources its agents send.
+AGENT_SOURCES = [f"pbx-{n}" for n in range(1, 9)]
 TOKENS = [
-    {"name": "pbx", "token": AGENT_TOKEN, "roles": ["agent"]},
+    {"name": "pbx", "token": AGENT_TOKEN, "roles": ["agent"], "sources": AGENT_SOURCES},
     {"name": "ops", "token": READER_TOKEN, "roles": ["reader"]},
 ]
 
@@ -162,6 +165,8 @@ class Stack:
         )
 
     def add_spool(self, name: str) -> Spool:
+        if name not in AGENT_SOURCES:
+            raise ValueError(f"spool {name!r}: the agent token writes only {AGENT_SOURCES}")
         spool = Spool(self.root / "spools" / name, name).make()
         self.spools.append(spool)
         return spool

@@ -22,6 +22,7 @@ from structlog.testing import LogCapture
 from cj.auth import Authenticator
 from cj.config import AuthConfig, Role, TokenConfig
 from cj.rpc import GrpcServer
+from tests.fixtures.api import TEST_SOURCES
 
 from .servicer import JournalServicer
 
@@ -41,12 +42,20 @@ def make_authenticator() -> Authenticator:
         AuthConfig(
             tokens=(
                 TokenConfig(
-                    name="pbx-1", token=SecretStr(AGENT_TOKEN), roles=frozenset({Role.AGENT})
+                    name="pbx-1",
+                    token=SecretStr(AGENT_TOKEN),
+                    roles=frozenset({Role.AGENT}),
+                    sources=("pbx-1", *TEST_SOURCES),
                 ),
                 TokenConfig(
                     name="ops", token=SecretStr(READER_TOKEN), roles=frozenset({Role.READER})
                 ),
-                TokenConfig(name="admin", token=SecretStr(BOTH_TOKEN), roles=frozenset(Role)),
+                TokenConfig(
+                    name="admin",
+                    token=SecretStr(BOTH_TOKEN),
+                    roles=frozenset(Role),
+                    sources=("admin", *TEST_SOURCES),
+                ),
             )
         )
     )

@@ -7,6 +7,7 @@ import pytest
 from cj.auth import Authenticator, Principal, require
 from cj.config import AuthConfig, Role
 from cj.errors import ErrorCode, ServiceError
+from tests.fixtures.api import TEST_SOURCES
 
 from .conftest import AGENT_TOKEN, BOTH_TOKEN, READER_TOKEN, make_authenticator
 
@@ -21,9 +22,11 @@ def _unauthenticated(authenticator: Authenticator, header: str | None) -> Servic
 def test_each_token_resolves_to_its_principal() -> None:
     authenticator = make_authenticator()
     assert authenticator.authenticate(f"Bearer {AGENT_TOKEN}") == Principal(
-        "pbx-1", frozenset({Role.AGENT})
+        "pbx-1", frozenset({Role.AGENT}), ("pbx-1", *TEST_SOURCES)
     )
-    assert authenticator.authenticate(f"Bearer {READER_TOKEN}").name == "ops"
+    reader = authenticator.authenticate(f"Bearer {READER_TOKEN}")
+    assert reader.name == "ops"
+    assert reader.sources == ("ops",)  # no sources configured: its own name
     assert authenticator.authenticate(f"Bearer {BOTH_TOKEN}").roles == frozenset(Role)
 
 

@@ -24,6 +24,7 @@ OPERATIONS = {
     "SearchByInterval": (False, False),
     "GetCall": (False, False),
     "DownloadRecording": (False, True),
+    "SetCallPrivacy": (False, False),
 }
 
 
