@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-long run proto bench clean
+.PHONY: venv lint test test-long run proto bench clean browser
 
 venv: $(STAMP)
 
@@ -19,8 +19,19 @@ lint: venv
 	$(BIN)/ruff format --check cj cj_api cj_encoder cj_agent tests bench tools scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -m "not slow"
+
+# The console's browser test (tests/console) drives Debian's Chromium with Playwright
+# (never `playwright install`: no browser download). Installed when missing and we are
+# root (as CI runs); otherwise that test fails saying what to install.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } \
+		|| echo "make browser: installing chromium failed; tests/console will fail"; \
+	else echo "make browser: $(CHROMIUM) is missing; install Debian's chromium package (apt-get install chromium) for tests/console"; fi
 
 # The long tests (faults, load, thorough fuzzing); writes their figures to docs/reliability.md.
 test-long: venv

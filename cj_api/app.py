@@ -98,7 +98,13 @@ async def serve(
         )
         authenticator = Authenticator(settings.auth)
         rest_app = create_rest_app(
-            service, authenticator, metrics, max_recording_bytes=config.max_recording_bytes
+            service,
+            authenticator,
+            metrics,
+            max_recording_bytes=config.max_recording_bytes,
+            console=config.console,
+            export_max_calls=config.export_max_calls,
+            export_concurrency=config.export_concurrency,
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:

@@ -232,6 +232,7 @@ _ERROR_DESCRIPTIONS = {
     "413": "The body or the batch is over its limit (RESOURCE_EXHAUSTED)",
     "415": "Unsupported Content-Type (INVALID_ARGUMENT)",
     "416": "The range is outside the recording (OUT_OF_RANGE); Content-Range: bytes */size",
+    "429": "Too many exports at once (RESOURCE_EXHAUSTED): retry after Retry-After seconds",
     "500": "Server fault (INTERNAL or DATA_LOSS); details are in the server log",
     "503": "A dependency is down (UNAVAILABLE): retry with backoff",
 }
@@ -250,6 +251,8 @@ def _error_response(status: str) -> Schema:
         response["headers"] = {"Allow": {"schema": {"type": "string"}}}
     if status == "416":
         response["headers"] = {"Content-Range": {"schema": {"type": "string"}}}
+    if status == "429":
+        response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     return response
 
 
@@ -348,6 +351,14 @@ def _paths() -> dict[str, Schema]:
         "410",
         "416",
     )
+    search_filters = [
+        _query("phone", {"type": "string", "pattern": "[0-9]"}, "digits to match"),
+        _query("exact", {"type": "boolean"}, "match the whole number"),
+        _query("from", _TIME, "interval start (inclusive), with a zone"),
+        _query("to", _TIME, "interval end (exclusive), with a zone"),
+        _query("direction", _DIRECTION, "only calls of this direction"),
+        _query("has_recording", {"type": "boolean"}, "with or without recording"),
+    ]
     head_responses = copy.deepcopy(download_responses)
     for response in head_responses.values():
         response.pop("content", None)  # a HEAD answer has the headers only
@@ -376,12 +387,7 @@ def _paths() -> dict[str, Schema]:
                 "Unknown parameters are refused.",
                 "tags": ["search"],
                 "parameters": [
-                    _query("phone", {"type": "string", "pattern": "[0-9]"}, "digits to match"),
-                    _query("exact", {"type": "boolean"}, "match the whole number"),
-                    _query("from", _TIME, "interval start (inclusive), with a zone"),
-                    _query("to", _TIME, "interval end (exclusive), with a zone"),
-                    _query("direction", _DIRECTION, "only calls of this direction"),
-                    _query("has_recording", {"type": "boolean"}, "with or without recording"),
+                    *search_filters,
                     _query(
                         "limit",
                         {
@@ -403,6 +409,33 @@ def _paths() -> dict[str, Schema]:
                     {"200": _json_response("One page of calls", "SearchResponse")},
                     *_AUTH_ERRORS,
                     "400",
+                ),
+            },
+        },
+        "/api/v1/calls:export": {
+            "get": {
+                "operationId": "exportCalls",
+                "summary": "The recordings of a search as one ZIP, streamed",
+                "description": "Every call the search matches (the filters of searchCalls, "
+                "no paging) in manifest.csv and manifest.json, last in the ZIP, with its "
+                "status: included, withheld-private, no-recording or unavailable. Each "
+                "included recording is a member named <started_at UTC>_<caller digits>_"
+                "<destination digits>_<uuid>.mp3 (stored, ZIP64 when needed). Private "
+                "recordings are never included; every recording is audited (action "
+                "export). A failure half-way cuts the answer short.",
+                "tags": ["search"],
+                "parameters": search_filters,
+                "responses": _responses(
+                    {
+                        "200": {
+                            "description": "The ZIP (chunked; its size is not known ahead)",
+                            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                            "content": {"application/zip": {}},
+                        }
+                    },
+                    *_AUTH_ERRORS,
+                    "400",
+                    "429",
                 ),
             },
         },

@@ -9,6 +9,8 @@ Routes (DESIGN §5; the contract is `cj_api.openapi`, served at /api/v1/openapi.
     GET  /api/v1/calls?…                   search by phone or interval    reader
     GET  /api/v1/calls/{uuid}              one call with its raw CDR      reader
     GET|HEAD /api/v1/calls/{uuid}/recording  download (Range, ETag)       reader
+    GET  /api/v1/calls:export?…            a search's recordings as a ZIP reader (cj_api.export)
+    GET  / /console.js /console.css …      the web console (cj_api.console), no token
     GET  /healthz /readyz /metrics /api/v1/openapi.json                   no token
 
 Authentication is `Authorization: Bearer <token>`; the role is checked here before any
@@ -57,6 +59,8 @@ from cj.db.calls import UpsertOutcome
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
+from cj_api.console import register_console
+from cj_api.export import CallsExport, export_query_from_params
 from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from cj_api.rest_codec import (
     MAX_BATCH_CALLS,
@@ -137,12 +141,16 @@ def create_rest_app(
     *,
     max_recording_bytes: int,
     body_idle_timeout_s: float = DEFAULT_BODY_IDLE_TIMEOUT_S,
+    console: bool = True,
+    export_max_calls: int = 50_000,
+    export_concurrency: int = 2,
 ) -> QuartTrio:
     """The REST application, to be served by `cj_api.rest_server.serve_rest`.
 
     `max_recording_bytes` bounds uploads (Quart's 16 MB default does not apply; JSON
     bodies have their own, smaller limits). `body_idle_timeout_s` is how long a request
-    body may stay silent before the request ends with 408.
+    body may stay silent before the request ends with 408. `console` serves the web
+    console at `/`; `export_*` bound the ZIP exports (`cj_api.export`).
     """
     if max_recording_bytes <= 0:
         raise ValueError("max_recording_bytes must be positive")
@@ -161,6 +169,9 @@ def create_rest_app(
 
     routes = _Routes(service, authenticator, metrics, body_idle_timeout_s)
     routes.register(app)
+    routes.exports = (export_max_calls, trio.CapacityLimiter(export_concurrency))
+    if console:
+        register_console(app)
     app.register_error_handler(ServiceError, _on_service_error)
     app.register_error_handler(HTTPException, _on_http_exception)
     app.register_error_handler(Exception, _on_unexpected_error)
@@ -262,6 +273,7 @@ class _Routes:
         self._metrics = metrics
         self._idle_s = body_idle_timeout_s
         self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
+        self.exports: tuple[int, trio.CapacityLimiter] = (50_000, trio.CapacityLimiter(2))
 
     def register(self, app: QuartTrio) -> None:
         """Endpoint names are the OpenAPI operationIds (tests hold the two together)."""
@@ -272,6 +284,7 @@ class _Routes:
         add(calls, "searchCalls", self.search_calls, methods=["GET"])
         add(f"{calls}:batch", "addCalls", self.add_calls, methods=["POST"])
         add(f"{calls}:check", "checkCalls", self.check_calls, methods=["POST"])
+        add(f"{calls}:export", "exportCalls", self.export_calls, methods=["GET"])
         add(f"{calls}/<call_uuid>", "getCall", self.get_call, methods=["GET"])
         add(recording, "uploadRecording", self.upload_recording, methods=["PUT"])
         add(recording, "downloadRecording", self.download_recording, methods=["GET", "HEAD"])
@@ -358,6 +371,22 @@ class _Routes:
         response = Response(body, status, headers, content_type=info.content_type)
         response.headers["Content-Length"] = str(end - start)
         response.timeout = 60.0 + (end - start) / MIN_SEND_BYTES_PER_S
+        return response
+
+    async def export_calls(self) -> Response:
+        principal = self._principal(Role.READER)
+        max_calls, limiter = self.exports
+        params = request.args.to_dict(flat=False)
+        query = export_query_from_params(params)
+        body = CallsExport(self._service, principal, query, max_calls=max_calls, limiter=limiter)
+        await body.start()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        headers = {
+            "Content-Disposition": f'attachment; filename="calls-{stamp}.zip"',
+            "Cache-Control": "private, no-store",
+        }
+        response = Response(body, 200, headers, content_type="application/zip")
+        response.timeout = None  # as long as it takes; bounded by export_concurrency
         return response
 
     # --- operations -----------------------------------------------------------------
