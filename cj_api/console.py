@@ -28,6 +28,7 @@ CONSOLE_FILES: dict[str, tuple[str, str]] = {
     "/console.js": ("console.js", "text/javascript; charset=utf-8"),
     "/console.css": ("console.css", "text/css; charset=utf-8"),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/lock.svg": ("lock.svg", "image/svg+xml"),
 }
 
 CONTENT_SECURITY_POLICY = "; ".join(

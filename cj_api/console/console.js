@@ -125,7 +125,12 @@
   }
 
   function recordingSummary(record) {
-    if (record.call.private) return "🔒 private";
+    if (record.call.private) {
+      const span = document.createElement("span");
+      span.className = "locked";
+      span.textContent = "private";
+      return span;
+    }
     if (!record.recording) return "none";
     return record.recording.status;
   }
