@@ -302,11 +302,11 @@ async def test_the_console_in_a_real_browser(
     running_api: RunningApi, scene: Scene, tmp_path: Path
 ) -> None:
     shots_dir = os.environ.get("CJ_CONSOLE_SCREENSHOTS")
-    shots = Path(shots_dir).resolve() if shots_dir else None
+    shots = Path(await trio.Path(shots_dir).resolve()) if shots_dir else None
     if shots:
-        shots.mkdir(parents=True, exist_ok=True)
+        await trio.Path(shots).mkdir(parents=True, exist_ok=True)
     downloads = tmp_path / "downloads"
-    downloads.mkdir()
+    await trio.Path(downloads).mkdir()
     url = f"{running_api.endpoints.rest_url}/"
     started = time.perf_counter()
     with trio.fail_after(TIMEOUT_S):
@@ -336,9 +336,7 @@ async def test_the_console_in_a_real_browser(
     assert statuses[str(scene.played.uuid)] == "included"
     (mp3_name,) = [name for name in archive.namelist() if name.endswith(".mp3")]
     assert archive.read(mp3_name) == scene.mp3
-    exported = running_api.query(
-        "SELECT call_uuid, result FROM audit_log WHERE action = 'export'"
-    )
+    exported = running_api.query("SELECT call_uuid, result FROM audit_log WHERE action = 'export'")
     assert {(row["call_uuid"], row["result"]) for row in exported} == {
         (scene.played.uuid, "allowed"),
         (scene.private.uuid, "permission_denied"),
