@@ -212,6 +212,13 @@ def _schemas() -> dict[str, Schema]:
         ),
         "Health": _object({"status": {"type": "string", "const": "ok"}}),
         "Ready": _object({"status": {"type": "string", "const": "ready"}}),
+        "Link": _object(
+            {
+                "access": {"type": "string", "description": "the `access` query parameter"},
+                "url": {"type": "string", "description": "the signed URL (a path)"},
+                "expires_at": _TIME,
+            }
+        ),
         "Error": error,
     }
 
@@ -321,8 +328,15 @@ def _paths() -> dict[str, Schema]:
         "Content-Length": {"schema": {"type": "integer", "minimum": 0}},
         "X-Duration-Ms": {"schema": {"type": "integer", "minimum": 0}},
     }
+    access = _query(
+        "access",
+        {"type": "string", "maxLength": 1024},
+        "a signed link's token (from the link operations) instead of the Authorization "
+        "header; short-lived, bound to its token, the resource and an expiry",
+    )
     download_parameters = [
         _CALL_UUID,
+        access,
         _header(
             "Range",
             {"type": "string"},
@@ -424,7 +438,7 @@ def _paths() -> dict[str, Schema]:
                 "recordings are never included; every recording is audited (action "
                 "export). A failure half-way cuts the answer short.",
                 "tags": ["search"],
-                "parameters": search_filters,
+                "parameters": [*search_filters, access],
                 "responses": _responses(
                     {
                         "200": {
@@ -436,6 +450,31 @@ def _paths() -> dict[str, Schema]:
                     *_AUTH_ERRORS,
                     "400",
                     "429",
+                ),
+            },
+        },
+        "/api/v1/calls:export/link": {
+            "post": {
+                "operationId": "linkExport",
+                "summary": "A signed, short-lived URL of this export (for a browser to "
+                "download straight to disk)",
+                "tags": ["search"],
+                "parameters": search_filters,
+                "responses": _responses(
+                    {"200": _json_response("The link", "Link")}, *_AUTH_ERRORS, "400"
+                ),
+            },
+        },
+        "/api/v1/calls/{call_uuid}/recording/link": {
+            "post": {
+                "operationId": "linkRecording",
+                "summary": "A signed, short-lived URL of the recording (for an audio "
+                "element, which cannot send a token)",
+                "description": "The privacy check and the audit run when the URL is used.",
+                "tags": ["search"],
+                "parameters": [_CALL_UUID],
+                "responses": _responses(
+                    {"200": _json_response("The link", "Link")}, *_AUTH_ERRORS, "400"
                 ),
             },
         },

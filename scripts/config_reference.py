@@ -45,6 +45,11 @@ MEANINGS: dict[str, str] = {
         "(manifest.json says `truncated`)."
     ),
     "api.export_concurrency": "Exports running at once per cj-api process (more: 429).",
+    "api.link_ttl_s": "Lifetime of a signed download link (the console's player and downloads).",
+    "api.link_secret": (
+        "HMAC key of signed download links; unset: random per process (set one shared "
+        "secret when several cj-api processes serve the same clients)."
+    ),
     # encoder
     "encoder.concurrency": "Recordings encoded at once by one process (0: one per CPU).",
     "encoder.bitrate_kbps": "MP3 bitrate (CBR, stereo), 8–320.",

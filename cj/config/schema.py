@@ -203,6 +203,10 @@ class ApiConfig:
     # memory, ~0.5 KB a member), and exports running at once per process.
     export_max_calls: PositiveInt = 50_000
     export_concurrency: PositiveInt = 2
+    # Signed download links (cj_api/links.py): lifetime, and the HMAC secret (unset: a
+    # random one per process; set it when several cj-api processes serve one console).
+    link_ttl_s: PositiveFloat = 300.0
+    link_secret: SecretStr | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

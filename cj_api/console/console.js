@@ -14,8 +14,9 @@
   const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
   let query = null; // URLSearchParams of the last search (filters only)
+  let recordingPath = null; // of the call shown
+  let renewedAt = 0;
   let nextPageToken = null;
-  let objectUrls = [];
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -31,11 +32,12 @@
     return sessionStorage.getItem(TOKEN_KEY);
   }
 
-  async function api(path, params, as = "json") {
+  async function api(path, params, method = "GET") {
     const url = params ? `${API}/${path}?${params}` : `${API}/${path}`;
     let response;
     try {
       response = await fetch(url, {
+        method,
         headers: { Authorization: `Bearer ${token()}` },
         cache: "no-store",
         credentials: "omit",
@@ -52,7 +54,16 @@
       } catch (ignored) { /* not our JSON: keep the status text */ }
       throw new ApiError(response.status, code, message);
     }
-    return as === "blob" ? response.blob() : response.json();
+    return response.json();
+  }
+
+  // A short-lived signed URL of a download (relative, so it works under a prefix): what
+  // an <audio> element or a plain link can follow, since neither can send the token.
+  async function signedUrl(linkPath, downloadPath, params) {
+    const link = await api(linkPath, params, "POST");
+    const query = new URLSearchParams(params || "");
+    query.set("access", link.access);
+    return `${API}/${downloadPath}?${query}`;
   }
 
   // Plain words for what went wrong; `what` says what we tried ("this call", …).
@@ -95,9 +106,48 @@
     $("sign-out").hidden = name === "signIn";
   }
 
-  function forgetObjectUrls() {
-    for (const url of objectUrls) URL.revokeObjectURL(url);
-    objectUrls = [];
+  function follow(url, name) {
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+  }
+
+  async function downloadRecording(event) {
+    event.preventDefault();
+    try {
+      follow(await signedUrl(`${recordingPath}/link`, recordingPath, null), $("download").download);
+    } catch (error) {
+      handle(error, "The recording");
+    }
+  }
+
+  // A paused player whose link expired fails its next Range request: a new link, same place.
+  async function renewPlayer() {
+    const player = $("player");
+    if (!recordingPath || !player.getAttribute("src")) return;
+    if (Date.now() - renewedAt < 10000) { // failed again at once: not an expiry
+      say("The recording cannot be played now (it may have become private). Reload the call.");
+      return;
+    }
+    renewedAt = Date.now();
+    const at = player.currentTime;
+    try {
+      player.src = await signedUrl(`${recordingPath}/link`, recordingPath, null);
+      player.currentTime = at;
+    } catch (error) {
+      handle(error, "The recording");
+    }
+  }
+
+  function stopPlayer() {
+    recordingPath = null;
+    const player = $("player");
+    player.pause();
+    player.removeAttribute("src");
+    player.load();
   }
 
   function timeElement(iso) {
@@ -168,8 +218,7 @@
 
   function signOut() {
     sessionStorage.removeItem(TOKEN_KEY);
-    forgetObjectUrls();
-    $("player").removeAttribute("src");
+    stopPlayer();
     $("results").querySelector("tbody").replaceChildren();
     $("results").hidden = true;
     $("more").hidden = true;
@@ -259,25 +308,15 @@
     const { params } = filters();
     const button = $("export");
     button.disabled = true;
-    const previous = button.textContent;
-    button.textContent = "Exporting…";
     say("");
     try {
-      const blob = await api("calls:export", params, "blob");
-      const url = URL.createObjectURL(blob);
-      const link = document.createElement("a");
-      link.href = url;
-      link.download = `calls-${new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)}Z.zip`;
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60000);
-      $("status").textContent = `Export ready (${(blob.size / 1048576).toFixed(1)} MB).`;
+      // The browser downloads the ZIP straight to disk, streamed: nothing held here.
+      follow(await signedUrl("calls:export/link", "calls:export", params), "");
+      $("status").textContent = "The export is downloading (see your browser's downloads).";
     } catch (error) {
       handle(error, "The export");
     } finally {
       button.disabled = false;
-      button.textContent = previous;
     }
   }
 
@@ -294,7 +333,7 @@
 
   async function openCall(uuid) {
     show("call");
-    forgetObjectUrls();
+    stopPlayer();
     const player = $("player"), download = $("download");
     player.hidden = true;
     player.removeAttribute("src");
@@ -350,14 +389,15 @@
       return;
     }
     try {
-      // The audio element cannot send the token: fetch the file, play it from memory.
-      const blob = await api(`calls/${encodeURIComponent(uuid)}/recording`, null, "blob");
-      const url = URL.createObjectURL(blob);
-      objectUrls.push(url);
+      // The audio element streams and seeks (Range) from a signed, short-lived URL;
+      // privacy is checked again when it is used.
+      const path = `calls/${encodeURIComponent(uuid)}/recording`;
+      const url = await signedUrl(`${path}/link`, path, null);
       player.src = url;
       player.hidden = false;
       const extension = recording.content_type === "audio/mpeg" ? "mp3" : "wav";
-      download.href = url;
+      recordingPath = path;
+      download.href = url; // refreshed on click: a link lives a few minutes
       download.download = `${call.uuid}.${extension}`;
       download.textContent = `Download (${extension.toUpperCase()})`;
       download.hidden = false;
@@ -381,8 +421,7 @@
     if (match) {
       openCall(match[1]);
     } else {
-      forgetObjectUrls();
-      $("player").removeAttribute("src");
+      stopPlayer();
       show("search");
     }
   }
@@ -394,6 +433,8 @@
     $("search-form").addEventListener("submit", search);
     $("more").addEventListener("click", () => loadPage());
     $("export").addEventListener("click", exportZip);
+    $("download").addEventListener("click", downloadRecording);
+    $("player").addEventListener("error", renewPlayer);
     $("back").addEventListener("click", (event) => {
       event.preventDefault();
       location.hash = "search"; // the results are still there

@@ -171,6 +171,15 @@ def drive_browser(url: str, scene: Scene, downloads: Path, shots: Path | None) -
             context.set_default_timeout(20_000)
             page = context.new_page()
             errors: list[str] = []
+            recording_statuses: list[int] = []
+            page.on(
+                "response",
+                lambda answer: (
+                    recording_statuses.append(answer.status)
+                    if "/recording?access=" in answer.url
+                    else None
+                ),
+            )
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on(
                 "console",
@@ -250,6 +259,7 @@ def drive_browser(url: str, scene: Scene, downloads: Path, shots: Path | None) -
                 page.screenshot(path=str(shots / "console-call.png"), full_page=True)
             with page.expect_download() as downloaded:
                 page.get_by_role("link", name="Download (MP3)").click()
+            seen["recording_statuses"] = list(recording_statuses)
             seen["download_name"] = downloaded.value.suggested_filename
             seen["download"] = Path(downloaded.value.path()).read_bytes()
 
@@ -323,6 +333,7 @@ async def test_the_console_in_a_real_browser(
     assert "NORMAL_CLEARING" in seen["fields"] and "recv_bye" in seen["fields"]
     assert abs(seen["duration"] - RECORDING_S) < 0.3, seen["duration"]
     assert seen["played_to"] > 0.2 and abs(seen["seeked_to"] - 3) < 0.1
+    assert 206 in seen["recording_statuses"]  # the player streams by Range, signed link
     assert seen["download"] == scene.mp3
     assert seen["download_name"] == f"{scene.played.uuid}.mp3"
     assert seen["phone_overflow"] <= 0
