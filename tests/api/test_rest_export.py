@@ -8,13 +8,16 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import uuid
 import zipfile
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from cj.db.audit import audit_entries
@@ -217,3 +220,29 @@ async def test_export_answers_are_streamed_over_http(rest_server: RestServer) ->
         assert len(pieces) > 1
         archive = zipfile.ZipFile(io.BytesIO(b"".join(pieces)))
         assert archive.read(archive.namelist()[0]) == mp3
+
+
+async def test_big_members_and_offsets_use_zip64(
+    rest_server: RestServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """zipfile's ZIP64 threshold lowered to 10 KB: members and offsets past it take the
+    ZIP64 records that > 4 GiB exports need; `unzip -t` (Info-ZIP) and zipfile agree."""
+    with trio.fail_after(TIMEOUT_S):
+        stack = rest_server.stack
+        calls = [await new_call(stack, caller="444") for _ in range(3)]
+        mp3s = [await store_mp3(stack, call, size=30_000) for call in calls]
+        monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 10_000)
+        answer = await export(rest_server, {"phone": "444"})
+        monkeypatch.undo()
+        assert answer.status_code == 200
+        data = answer.content
+        assert b"PK\x06\x06" in data  # the ZIP64 end of central directory record
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        assert sorted(archive.read(n) for n in archive.namelist() if n.endswith(".mp3")) == sorted(
+            mp3s
+        )
+        if shutil.which("unzip"):
+            path = tmp_path / "export.zip"
+            path.write_bytes(data)
+            checked = await trio.run_process(["unzip", "-tq", str(path)], capture_stdout=True)
+            assert b"No errors detected" in checked.stdout
