@@ -205,36 +205,18 @@ class CallsExport(ResponseBody):
         self._first: list[CallRecord] = []
         self._next_token: str | None = None
         self._started = False
-        self._holding = False
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._chunks: AsyncGenerator[bytes, None] | None = None
         self.counts: dict[ExportStatus, int] = dict.fromkeys(ExportStatus, 0)
 
     async def start(self) -> None:
-        """Take a place among the exports running at once and run the first search."""
-        if self._limiter is not None:
-            try:
-                self._limiter.acquire_on_behalf_of_nowait(self)
-            except trio.WouldBlock:
-                raise RestError(
-                    ErrorCode.RESOURCE_EXHAUSTED,
-                    f"{self._limiter.total_tokens:g} exports are running already; "
-                    "retry when one has finished",
-                    status=429,
-                    headers={"Retry-After": "30"},
-                ) from None
-            self._holding = True
-        try:
-            page = await self._service.search(self._principal, lambda: self._query)
-        except BaseException:
-            self._release()
-            raise
+        """Refuse (429) when the exports running at once are at their limit, then run
+        the first search. The place is taken when sending starts and given back when it
+        ends, so an answer that is never sent holds none."""
+        if self._limiter is not None and self._limiter.available_tokens < 1:
+            raise _too_many(self._limiter)
+        page = await self._service.search(self._principal, lambda: self._query)
         self._first, self._next_token = page.records, page.next_page_token
         self._started = True
-
-    def _release(self) -> None:
-        if self._limiter is not None and self._holding:
-            self._holding = False
-            self._limiter.release_on_behalf_of(self)
 
     async def __aenter__(self) -> CallsExport:
         return self
@@ -245,14 +227,11 @@ class CallsExport(ResponseBody):
         exc_value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            if self._chunks is not None:
-                with trio.CancelScope(shield=True):
-                    await self._chunks.aclose()  # type: ignore[attr-defined]
-            if exc_value is not None and not isinstance(exc_value, trio.Cancelled):
-                log.warning("export_interrupted", actor=self._principal.name, error=str(exc_value))
-        finally:
-            self._release()
+        if self._chunks is not None:
+            with trio.CancelScope(shield=True):
+                await self._chunks.aclose()
+        if exc_value is not None and not isinstance(exc_value, trio.Cancelled):
+            log.warning("export_interrupted", actor=self._principal.name, error=str(exc_value))
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if not self._started:
@@ -261,7 +240,24 @@ class CallsExport(ResponseBody):
             self._chunks = self._zip()
         return self._chunks
 
-    async def _zip(self) -> AsyncIterator[bytes]:
+    async def _zip(self) -> AsyncGenerator[bytes, None]:
+        if self._limiter is None:
+            async for chunk in self._zip_members():
+                yield chunk
+            return
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(self)
+        except trio.WouldBlock:  # taken since start(): the answer is cut short
+            raise _too_many(self._limiter) from None
+        try:
+            members = self._zip_members()
+            async with aclosing(members):
+                async for chunk in members:
+                    yield chunk
+        finally:
+            self._limiter.release_on_behalf_of(self)
+
+    async def _zip_members(self) -> AsyncGenerator[bytes, None]:
         sink = _Sink()
         archive = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)
         exported_at = datetime.now(UTC)
@@ -364,6 +360,15 @@ class CallsExport(ResponseBody):
                         f"{info.size} bytes"
                     )
         yield sink.take()
+
+
+def _too_many(limiter: trio.CapacityLimiter) -> RestError:
+    return RestError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        f"{limiter.total_tokens:g} exports are running already; retry when one has finished",
+        status=429,
+        headers={"Retry-After": "30"},
+    )
 
 
 def _write_spooled(

@@ -26,6 +26,7 @@ from cj.db.recordings import create_recording, mark_stored
 from cj.model import Call
 from cj.phone import PhoneNumber
 from cj_api.export import CallsExport, ExportStatus, export_query_from_params, member_name
+from cj_api.rest_codec import RestError
 from tests.api.conftest import AGENT_TOKEN, READER_TOKEN, RestServer, ServiceStack
 from tests.api.test_rest_recordings import new_call
 from tests.factories import BASE_TIME
@@ -173,19 +174,26 @@ async def test_exports_at_once_are_bounded(rest_server: RestServer) -> None:
         first = CallsExport(stack.service, principal, query, max_calls=10, limiter=limiter)
         second = CallsExport(stack.service, principal, query, max_calls=10, limiter=limiter)
         await first.start()
-        try:
-            await second.start()
-            raise AssertionError("a second export started")
-        except Exception as exc:
-            assert getattr(exc, "http_status", None) == 429
+        await second.start()  # accepted: nothing is being sent yet
         async with first:
-            async for _ in first:
+            chunks = first.__aiter__()
+            await chunks.__anext__()  # sending: the one place is taken
+            third = CallsExport(stack.service, principal, query, max_calls=10, limiter=limiter)
+            with pytest.raises(RestError) as refused:
+                await third.start()
+            assert refused.value.http_status == 429
+            assert refused.value.headers["Retry-After"] == "30"
+            with pytest.raises(RestError):  # started in time, but sends too late
+                async with second:
+                    async for _ in second:
+                        pass
+            async for _ in chunks:
                 pass
         assert limiter.borrowed_tokens == 0
-        third = CallsExport(stack.service, principal, query, max_calls=10, limiter=limiter)
-        await third.start()  # the place was given back
-        async with third:
-            pass
+        fourth = CallsExport(stack.service, principal, query, max_calls=10, limiter=limiter)
+        await fourth.start()  # the place was given back
+        async with fourth:
+            pass  # never sent: holds nothing
         assert limiter.borrowed_tokens == 0
 
 
