@@ -286,6 +286,8 @@ def drive_browser(url: str, scene: Scene, downloads: Path, shots: Path | None) -
             )
             if shots:
                 page.screenshot(path=str(shots / "console-phone.png"))
+                page.locator("#status").evaluate("e => window.scrollTo(0, e.offsetTop - 8)")
+                page.screenshot(path=str(shots / "console-phone-results.png"))
                 page.goto(f"{url}#call/{scene.played.uuid}")
                 expect(player).to_be_visible()
                 page.screenshot(path=str(shots / "console-call-phone.png"), full_page=True)
