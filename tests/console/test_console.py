@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -292,6 +293,20 @@ def drive_browser(url: str, scene: Scene, downloads: Path, shots: Path | None) -
                 expect(player).to_be_visible()
                 page.screenshot(path=str(shots / "console-call-phone.png"), full_page=True)
 
+            # An interval typed in the browser's zone (Moscow, UTC+3) is sent as UTC.
+            moscow = scene.played.started_at.astimezone(ZoneInfo("Europe/Moscow"))
+            page.goto(f"{url}#search")
+            page.get_by_label("Phone number").fill("")
+            page.get_by_label("From", exact=True).fill(
+                f"{moscow - timedelta(minutes=2):%Y-%m-%dT%H:%M:%S}"
+            )
+            page.get_by_label("To", exact=True).fill(
+                f"{moscow + timedelta(minutes=2):%Y-%m-%dT%H:%M:%S}"
+            )
+            page.get_by_role("button", name="Search", exact=True).click()
+            expect(rows).to_have_count(1)
+            seen["interval_row"] = rows.first.inner_text()
+
             # Sign out forgets the token.
             page.get_by_role("button", name="Sign out").click()
             expect(page.locator("#sign-in")).to_be_visible()
@@ -332,6 +347,7 @@ async def test_the_console_in_a_real_browser(
     assert STORED_NUMBER in seen["first_row"] and "Ivan Petrov" in seen["first_row"]
     assert seen["first_title"].endswith(" UTC")
     assert seen["rows"] == scene.matching
+    assert "Ivan Petrov" in seen["interval_row"]
     assert "NORMAL_CLEARING" in seen["fields"] and "recv_bye" in seen["fields"]
     assert abs(seen["duration"] - RECORDING_S) < 0.3, seen["duration"]
     assert seen["played_to"] > 0.2 and abs(seen["seeked_to"] - 3) < 0.1
