@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-long run proto bench clean system-packages
+.PHONY: venv lint test test-long run proto bench clean system-packages browser
 
 venv: $(STAMP)
 
@@ -23,8 +23,10 @@ test: lint system-packages
 	$(BIN)/pytest -m "not slow"
 
 # Debian packages some tests use, installed when missing and we are root (as CI is);
-# otherwise those tests say what to install. promtool (package prometheus): alert rules.
-SYSTEM_PACKAGES := promtool:prometheus
+# otherwise those tests say what to install (the console's browser test fails saying so).
+# command:package pairs: promtool checks the alert rules; Chromium (and a font) runs the
+# console's browser test with Playwright (never `playwright install`: no downloads).
+SYSTEM_PACKAGES := promtool:prometheus chromium:chromium chromium:fonts-liberation
 system-packages:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
@@ -34,6 +36,8 @@ system-packages:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $$missing >/dev/null) || echo "could not install$$missing"; \
 	else echo "not root: install$$missing (Debian) for the tests that need them"; fi
+
+browser: system-packages
 
 # The long tests (faults, load, thorough fuzzing); writes their figures to docs/reliability.md.
 test-long: venv

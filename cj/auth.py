@@ -79,6 +79,14 @@ class Authenticator:
             raise ServiceError.unauthenticated("invalid token")
         return found
 
+    def principal_named(self, name: str) -> Principal:
+        """The principal of the configured token called `name` (a signed link names its
+        token); UNAUTHENTICATED when no such token is configured any more."""
+        for _, principal in self._tokens:
+            if principal.name == name:
+                return principal
+        raise ServiceError.unauthenticated("the link's token is not configured any more")
+
 
 def require(principal: Principal, role: Role) -> None:
     """Raise ServiceError PERMISSION_DENIED unless `principal` holds `role`."""

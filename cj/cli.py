@@ -64,6 +64,8 @@ def _register_commands() -> None:
     # Subcommand groups live next to the code they drive.
     from cj.cdr.cli import cdr
     from cj.dev import dev
+    from cj.export_cli import export
 
     cli.add_command(cdr)
     cli.add_command(dev)
+    cli.add_command(export)

@@ -18,6 +18,7 @@ from cj.queue import open_publisher
 from cj.rpc import make_server_ssl_context, serve_grpc
 from cj.storage import FilesystemStorage, StorageError, Storages, open_storages
 from cj_api.grpc_service import CallJournalGrpc
+from cj_api.links import LinkSigner
 from cj_api.metrics import ApiMetrics
 from cj_api.rest import create_rest_app
 from cj_api.rest_server import serve_rest
@@ -98,7 +99,17 @@ async def serve(
         )
         authenticator = Authenticator(settings.auth)
         rest_app = create_rest_app(
-            service, authenticator, metrics, max_recording_bytes=config.max_recording_bytes
+            service,
+            authenticator,
+            metrics,
+            max_recording_bytes=config.max_recording_bytes,
+            console=config.console,
+            export_max_calls=config.export_max_calls,
+            export_concurrency=config.export_concurrency,
+            links=LinkSigner(
+                config.link_secret.get_secret_value().encode() if config.link_secret else None,
+                config.link_ttl_s,
+            ),
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:

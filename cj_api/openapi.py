@@ -250,6 +250,13 @@ def _schemas() -> dict[str, Schema]:
         ),
         "Health": _object({"status": {"type": "string", "const": "ok"}}),
         "Ready": _object({"status": {"type": "string", "const": "ready"}}),
+        "Link": _object(
+            {
+                "access": {"type": "string", "description": "the `access` query parameter"},
+                "url": {"type": "string", "description": "the signed URL (a path)"},
+                "expires_at": _TIME,
+            }
+        ),
         "Error": error,
     }
 
@@ -271,6 +278,7 @@ _ERROR_DESCRIPTIONS = {
     "413": "The body or the batch is over its limit (RESOURCE_EXHAUSTED)",
     "415": "Unsupported Content-Type (INVALID_ARGUMENT)",
     "416": "The range is outside the recording (OUT_OF_RANGE); Content-Range: bytes */size",
+    "429": "Too many exports at once (RESOURCE_EXHAUSTED): retry after Retry-After seconds",
     "500": "Server fault (INTERNAL or DATA_LOSS); details are in the server log",
     "503": "A dependency is down (UNAVAILABLE): retry with backoff",
 }
@@ -289,6 +297,8 @@ def _error_response(status: str) -> Schema:
         response["headers"] = {"Allow": {"schema": {"type": "string"}}}
     if status == "416":
         response["headers"] = {"Content-Range": {"schema": {"type": "string"}}}
+    if status == "429":
+        response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     return response
 
 
@@ -357,8 +367,15 @@ def _paths() -> dict[str, Schema]:
         "Content-Length": {"schema": {"type": "integer", "minimum": 0}},
         "X-Duration-Ms": {"schema": {"type": "integer", "minimum": 0}},
     }
+    access = _query(
+        "access",
+        {"type": "string", "maxLength": 1024},
+        "a signed link's token (from the link operations) instead of the Authorization "
+        "header; short-lived, bound to its token, the resource and an expiry",
+    )
     download_parameters = [
         _CALL_UUID,
+        access,
         _header(
             "Range",
             {"type": "string"},
@@ -387,6 +404,14 @@ def _paths() -> dict[str, Schema]:
         "410",
         "416",
     )
+    search_filters = [
+        _query("phone", {"type": "string", "pattern": "[0-9]"}, "digits to match"),
+        _query("exact", {"type": "boolean"}, "match the whole number"),
+        _query("from", _TIME, "interval start (inclusive), with a zone"),
+        _query("to", _TIME, "interval end (exclusive), with a zone"),
+        _query("direction", _DIRECTION, "only calls of this direction"),
+        _query("has_recording", {"type": "boolean"}, "with or without recording"),
+    ]
     head_responses = copy.deepcopy(download_responses)
     for response in head_responses.values():
         response.pop("content", None)  # a HEAD answer has the headers only
@@ -415,12 +440,7 @@ def _paths() -> dict[str, Schema]:
                 "Unknown parameters are refused.",
                 "tags": ["search"],
                 "parameters": [
-                    _query("phone", {"type": "string", "pattern": "[0-9]"}, "digits to match"),
-                    _query("exact", {"type": "boolean"}, "match the whole number"),
-                    _query("from", _TIME, "interval start (inclusive), with a zone"),
-                    _query("to", _TIME, "interval end (exclusive), with a zone"),
-                    _query("direction", _DIRECTION, "only calls of this direction"),
-                    _query("has_recording", {"type": "boolean"}, "with or without recording"),
+                    *search_filters,
                     _query(
                         "limit",
                         {
@@ -442,6 +462,58 @@ def _paths() -> dict[str, Schema]:
                     {"200": _json_response("One page of calls", "SearchResponse")},
                     *_AUTH_ERRORS,
                     "400",
+                ),
+            },
+        },
+        "/api/v1/calls:export": {
+            "get": {
+                "operationId": "exportCalls",
+                "summary": "The recordings of a search as one ZIP, streamed",
+                "description": "Every call the search matches (the filters of searchCalls, "
+                "no paging) in manifest.csv and manifest.json, last in the ZIP, with its "
+                "status: included, withheld-private, no-recording or unavailable. Each "
+                "included recording is a member named <started_at UTC>_<caller digits>_"
+                "<destination digits>_<uuid>.mp3 (stored, ZIP64 when needed). Private "
+                "recordings are never included; every recording is audited (action "
+                "export). A failure half-way cuts the answer short.",
+                "tags": ["search"],
+                "parameters": [*search_filters, access],
+                "responses": _responses(
+                    {
+                        "200": {
+                            "description": "The ZIP (chunked; its size is not known ahead)",
+                            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                            "content": {"application/zip": {}},
+                        }
+                    },
+                    *_AUTH_ERRORS,
+                    "400",
+                    "429",
+                ),
+            },
+        },
+        "/api/v1/calls:export/link": {
+            "post": {
+                "operationId": "linkExport",
+                "summary": "A signed, short-lived URL of this export (for a browser to "
+                "download straight to disk)",
+                "tags": ["search"],
+                "parameters": search_filters,
+                "responses": _responses(
+                    {"200": _json_response("The link", "Link")}, *_AUTH_ERRORS, "400"
+                ),
+            },
+        },
+        "/api/v1/calls/{call_uuid}/recording/link": {
+            "post": {
+                "operationId": "linkRecording",
+                "summary": "A signed, short-lived URL of the recording (for an audio "
+                "element, which cannot send a token)",
+                "description": "The privacy check and the audit run when the URL is used.",
+                "tags": ["search"],
+                "parameters": [_CALL_UUID],
+                "responses": _responses(
+                    {"200": _json_response("The link", "Link")}, *_AUTH_ERRORS, "400"
                 ),
             },
         },

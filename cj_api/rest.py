@@ -10,6 +10,10 @@ Routes (DESIGN §5; the contract is `cj_api.openapi`, served at /api/v1/openapi.
     GET  /api/v1/calls?…                   search by phone or interval    reader
     GET  /api/v1/calls/{uuid}              one call with its raw CDR      reader
     GET|HEAD /api/v1/calls/{uuid}/recording  download (Range, ETag)       reader
+    GET  /api/v1/calls:export?…            a search's recordings as a ZIP reader (cj_api.export)
+    POST /api/v1/calls/{uuid}/recording/link  a signed, short-lived URL   reader (cj_api.links)
+    POST /api/v1/calls:export/link?…       the same for an export         reader
+    GET  / /console.js /console.css …      the web console (cj_api.console), no token
     GET  /healthz /readyz /metrics /api/v1/openapi.json                   no token
 
 Authentication is `Authorization: Bearer <token>`; the role is checked here before any
@@ -43,8 +47,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 import trio
@@ -60,6 +66,9 @@ from cj.db.calls import UpsertOutcome
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
+from cj_api.console import register_console
+from cj_api.export import CallsExport, export_query_from_params
+from cj_api.links import LINK_PARAMETER, LinkSigner, export_resource, recording_resource
 from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from cj_api.rest_codec import (
     MAX_BATCH_CALLS,
@@ -71,6 +80,7 @@ from cj_api.rest_codec import (
     call_state_to_json,
     check_uuids_from_json,
     etag_matches,
+    format_timestamp,
     parse_json,
     parse_uuid,
     privacy_change_to_json,
@@ -106,6 +116,7 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024  # 10,000 calls with FreeSWITCH-sized raw doc
 DRAIN_LIMIT_BYTES = 1024 * 1024  # read a small unread body before answering, keep-alive
 PARSE_IN_THREAD_BYTES = 256 * 1024  # bigger JSON documents are decoded off the event loop
 DEFAULT_BODY_IDLE_TIMEOUT_S = 60.0
+DEFAULT_LINK_TTL_S = 300.0
 # A download may take as long as sending its bytes at this rate needs (plus a minute):
 # a reader stuck for longer holds a storage stream for nothing.
 MIN_SEND_BYTES_PER_S = 64 * 1024
@@ -142,12 +153,17 @@ def create_rest_app(
     *,
     max_recording_bytes: int,
     body_idle_timeout_s: float = DEFAULT_BODY_IDLE_TIMEOUT_S,
+    console: bool = True,
+    export_max_calls: int = 50_000,
+    export_concurrency: int = 2,
+    links: LinkSigner | None = None,
 ) -> QuartTrio:
     """The REST application, to be served by `cj_api.rest_server.serve_rest`.
 
     `max_recording_bytes` bounds uploads (Quart's 16 MB default does not apply; JSON
     bodies have their own, smaller limits). `body_idle_timeout_s` is how long a request
-    body may stay silent before the request ends with 408.
+    body may stay silent before the request ends with 408. `console` serves the web
+    console at `/`; `export_*` bound the ZIP exports (`cj_api.export`).
     """
     if max_recording_bytes <= 0:
         raise ValueError("max_recording_bytes must be positive")
@@ -167,6 +183,10 @@ def create_rest_app(
 
     routes = _Routes(service, authenticator, metrics, body_idle_timeout_s)
     routes.register(app)
+    routes.exports = (export_max_calls, trio.CapacityLimiter(export_concurrency))
+    routes.links = links or LinkSigner(None, DEFAULT_LINK_TTL_S)
+    if console:
+        register_console(app)
     app.register_error_handler(ServiceError, _on_service_error)
     app.register_error_handler(HTTPException, _on_http_exception)
     app.register_error_handler(Exception, _on_unexpected_error)
@@ -280,6 +300,8 @@ class _Routes:
         self._metrics = metrics
         self._idle_s = body_idle_timeout_s
         self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
+        self.exports: tuple[int, trio.CapacityLimiter] = (50_000, trio.CapacityLimiter(2))
+        self.links = LinkSigner(None, DEFAULT_LINK_TTL_S)
 
     def register(self, app: QuartTrio) -> None:
         """Endpoint names are the OpenAPI operationIds (tests hold the two together)."""
@@ -290,6 +312,9 @@ class _Routes:
         add(calls, "searchCalls", self.search_calls, methods=["GET"])
         add(f"{calls}:batch", "addCalls", self.add_calls, methods=["POST"])
         add(f"{calls}:check", "checkCalls", self.check_calls, methods=["POST"])
+        add(f"{calls}:export", "exportCalls", self.export_calls, methods=["GET"])
+        add(f"{calls}:export/link", "linkExport", self.link_export, methods=["POST"])
+        add(f"{recording}/link", "linkRecording", self.link_recording, methods=["POST"])
         add(f"{calls}/<call:call_uuid>", "getCall", self.get_call, methods=["GET"])
         add(recording, "uploadRecording", self.upload_recording, methods=["PUT"])
         add(
@@ -371,7 +396,7 @@ class _Routes:
         return _json(record_to_json(record, include_raw=True))
 
     async def download_recording(self, call_uuid: str) -> Response:
-        principal = self._principal(Role.READER)
+        principal = self._reader(lambda: recording_resource(parse_uuid(call_uuid, "call_uuid")))
         target = parse_uuid(call_uuid, "call_uuid")
         info = await self._service.prepare_download(principal, target)
         headers = _download_headers(info)
@@ -392,6 +417,57 @@ class _Routes:
         response.headers["Content-Length"] = str(end - start)
         response.timeout = 60.0 + (end - start) / MIN_SEND_BYTES_PER_S
         return response
+
+    async def export_calls(self) -> Response:
+        params = request.args.to_dict(flat=False)
+        principal = self._reader(lambda: export_resource(params))
+        params.pop(LINK_PARAMETER, None)
+        max_calls, limiter = self.exports
+        query = export_query_from_params(params)
+        body = CallsExport(self._service, principal, query, max_calls=max_calls, limiter=limiter)
+        await body.start()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        headers = {
+            "Content-Disposition": f'attachment; filename="calls-{stamp}.zip"',
+            "Cache-Control": "private, no-store",
+        }
+        response = Response(body, 200, headers, content_type="application/zip")
+        response.timeout = None  # as long as it takes; bounded by export_concurrency
+        return response
+
+    async def link_recording(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.READER)
+        target = parse_uuid(call_uuid, "call_uuid")
+        return self._link(principal, recording_resource(target), f"calls/{target}/recording?")
+
+    async def link_export(self) -> Response:
+        principal = self._principal(Role.READER)
+        params = request.args.to_dict(flat=False)
+        export_query_from_params(params)  # a link to a refused export is no use
+        resource = export_resource(params)
+        return self._link(principal, resource, f"calls:export?{resource[len('export:') :]}&")
+
+    def _link(self, principal: Principal, resource: str, path: str) -> Response:
+        access, expires = self.links.issue(principal.name, resource)
+        log.info("link_issued", actor=principal.name, resource=resource[:200], expires=expires)
+        return _json(
+            {
+                "access": access,
+                "url": f"{API_PREFIX}/{path}{LINK_PARAMETER}={quote(access)}",
+                "expires_at": format_timestamp(datetime.fromtimestamp(expires, UTC)),
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    def _reader(self, resource: Callable[[], str]) -> Principal:
+        """The reader behind the Authorization header, or behind a signed link
+        (`?access=`) for `resource` (called only then)."""
+        access = request.args.get(LINK_PARAMETER)
+        if access is None:
+            return self._principal(Role.READER)
+        principal = self._authenticator.principal_named(self.links.verify(access, resource()))
+        require(principal, Role.READER)
+        return principal
 
     # --- operations -----------------------------------------------------------------
 

@@ -411,16 +411,18 @@ class CallJournalService:
         return record
 
     async def prepare_download(
-        self, principal: Principal, call_uuid: uuid_module.UUID
+        self, principal: Principal, call_uuid: uuid_module.UUID, *, action: str = "download"
     ) -> DownloadInfo:
-        """Decide what a download of `call_uuid` sends, or refuse it; always audited."""
+        """Decide what a download of `call_uuid` sends, or refuse it; always audited
+        (`action` names it in the audit log: "download", or "export" for a ZIP)."""
         require(principal, Role.READER)
         try:
             info = await self._locate(call_uuid)
         except ServiceError as exc:
-            await self._audit_download(principal, call_uuid, exc.code.value.lower(), exc.message)
+            detail = exc.message
+            await self._audit_download(principal, call_uuid, exc.code.value.lower(), detail, action)
             raise
-        await self._audit_download(principal, call_uuid, "allowed", info.content_type)
+        await self._audit_download(principal, call_uuid, "allowed", info.content_type, action)
         return info
 
     async def _locate(self, call_uuid: uuid_module.UUID) -> DownloadInfo:
@@ -507,14 +509,19 @@ class CallJournalService:
             yield chunk
 
     async def _audit_download(
-        self, principal: Principal, call_uuid: uuid_module.UUID, result: str, detail: str
+        self,
+        principal: Principal,
+        call_uuid: uuid_module.UUID,
+        result: str,
+        detail: str,
+        action: str = "download",
     ) -> None:
         try:
             await self._db.run(
                 functools.partial(
                     audit,
                     actor=principal.name,
-                    action="download",
+                    action=action,
                     call_uuid=call_uuid,
                     result=result,
                     detail={"detail": detail},

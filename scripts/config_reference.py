@@ -39,6 +39,17 @@ MEANINGS: dict[str, str] = {
     "api.max_recording_bytes": "Largest recording accepted by an upload (bytes).",
     "api.grace_period_s": "On SIGTERM, how long requests in flight may take to finish.",
     "api.default_deadline_s": "Deadline of a gRPC call whose client sent no `grpc-timeout`.",
+    "api.console": "Serve the web console at `/` of the REST port (false: API only).",
+    "api.export_max_calls": (
+        "Most calls in one export ZIP; a search matching more is cut there "
+        "(manifest.json says `truncated`)."
+    ),
+    "api.export_concurrency": "Exports running at once per cj-api process (more: 429).",
+    "api.link_ttl_s": "Lifetime of a signed download link (the console's player and downloads).",
+    "api.link_secret": (
+        "HMAC key of signed download links; unset: random per process (set one shared "
+        "secret when several cj-api processes serve the same clients)."
+    ),
     # encoder
     "encoder.concurrency": "Recordings encoded at once by one process (0: one per CPU).",
     "encoder.bitrate_kbps": "MP3 bitrate (CBR, stereo), 8–320.",

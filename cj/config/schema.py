@@ -216,6 +216,16 @@ class ApiConfig:
     grace_period_s: NonNegativeFloat = 10.0
     # grpc-timeout a client did not send; uploads of big files need room.
     default_deadline_s: PositiveFloat = 3600.0
+    # The web console (cj_api/console/) at `/` of the REST port.
+    console: bool = True
+    # Bulk export (cj_api/export.py): calls per ZIP (its central directory is held in
+    # memory, ~0.5 KB a member), and exports running at once per process.
+    export_max_calls: PositiveInt = 50_000
+    export_concurrency: PositiveInt = 2
+    # Signed download links (cj_api/links.py): lifetime, and the HMAC secret (unset: a
+    # random one per process; set it when several cj-api processes serve one console).
+    link_ttl_s: PositiveFloat = 300.0
+    link_secret: SecretStr | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

@@ -39,11 +39,12 @@ async def test_unknown_routes_and_methods_are_json_errors(rest_server: RestServe
             unknown = await client.get("/api/v1/nothing-here")
             too_deep = await client.get("/api/v1/calls/a/b/c")
             trailing = await client.get("/healthz/")
-            doubled = await client.get("//healthz")
             wrong_method = await client.delete("/api/v1/calls")
             options = await client.options("/api/v1/calls")
             head_probe = await client.head("/healthz")
-        for answer in (unknown, too_deep, trailing, doubled):
+        # (A relative "//healthz" was here: httpx sends it as "/", now the web console's
+        # page; sent as such, Werkzeug routes "//healthz" to /healthz.)
+        for answer in (unknown, too_deep, trailing):
             assert answer.status_code == 404
             assert answer.json()["error"]["code"] == "NOT_FOUND"
         assert unknown.json()["error"]["message"] == "no such resource: /api/v1/nothing-here"

@@ -25,12 +25,14 @@ PUBLIC = {"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"}
 
 def app_operations() -> set[tuple[str, str, str]]:
     """(method, OpenAPI path, endpoint) of every route of the app (no service needed to
-    build it: routes do not touch the service until called)."""
+    build it: routes do not touch the service until called). The web console's files
+    are not API operations (tests/api/test_console_files.py)."""
     app = create_rest_app(
         None,  # type: ignore[arg-type]
         Authenticator(AuthConfig()),
         ApiMetrics(),
         max_recording_bytes=1024,
+        console=False,
     )
     operations = set()
     for rule in app.url_map.iter_rules():
