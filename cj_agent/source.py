@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from cj.cdr.lines import is_line_format
 from cj_agent.pipeline import (
     LateRecording,
     SourceContext,
@@ -34,7 +35,15 @@ ERROR_PAUSE_S = 30.0  # after an unexpected failure, before the same file is tri
 async def run_source(
     ctx: SourceContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Poll one source until the agent stops; its file tasks run in this task's nursery."""
+    """Poll one source until the agent stops; its file tasks run in this task's nursery.
+
+    A source in a line format (asterisk_csv …) is tailed instead (`tail.run_tail`).
+    """
+    if is_line_format(ctx.source.format):
+        from cj_agent.tail import run_tail  # tail imports pipeline, as this module does
+
+        await run_tail(ctx, task_status=task_status)
+        return
     await load_late(ctx)
     loop = SourceLoop(ctx)
     task_status.started()
