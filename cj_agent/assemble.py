@@ -10,8 +10,14 @@ line of an open call, and never falls inside a call with lines on both sides of 
 (`commit_offset` pulls it back to that call's first line), so after a restart every call
 with a line past the offset is read again whole, and sent again identical (its uuid is
 derived from the key: harmless). Lines already past a call's settle and linger are
-forgotten; a leg that comes even later makes a call of its own lines only, which
-overwrites the earlier send — `linger_s` is the bound to choose generously.
+forgotten.
+
+Time is also counted in lines, so a backlog (a first start on a year of Master.csv)
+streams through in bounded memory: a call is due once `settle_lines` lines came after
+its last one, and forgotten once `linger_lines` did, whichever comes first.
+
+A leg that comes after its call was forgotten makes a call of its own lines only, which
+overwrites the earlier send: `linger_s` is the bound to choose generously.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+SETTLE_LINES = 1000
+LINGER_LINES = 20000
 
 
 @dataclass
@@ -33,6 +42,7 @@ class OpenCall:
     touched: float = 0.0  # when the last new line came
     acked: int = 0  # the version the server acknowledged (or that was quarantined)
     sending: int | None = None  # the version in flight
+    last_line: int = 0  # the assembler's line count at its last line
 
     def records(self) -> list[Any]:
         """The records in file order."""
@@ -45,13 +55,24 @@ class OpenCall:
 class CallAssembler:
     """Open calls of one file, by key; see the module documentation."""
 
-    def __init__(self, settle_s: float, linger_s: float) -> None:
+    def __init__(
+        self,
+        settle_s: float,
+        linger_s: float,
+        *,
+        settle_lines: int = SETTLE_LINES,
+        linger_lines: int = LINGER_LINES,
+    ) -> None:
         self.settle_s = settle_s
         self.linger_s = max(linger_s, settle_s)
+        self.settle_lines = settle_lines
+        self.linger_lines = max(linger_lines, settle_lines)
+        self.lines_seen = 0
         self.calls: dict[str, OpenCall] = {}
 
     def add(self, key: str, line: bytes, record: Any, start: int, end: int, now: float) -> bool:
         """Take one line at [start, end); False when the call already had it."""
+        self.lines_seen += 1
         call = self.calls.get(key)
         if call is None:
             call = self.calls[key] = OpenCall(key, start, end)
@@ -62,6 +83,7 @@ class CallAssembler:
         call.last_end = max(call.last_end, end)
         call.version += 1
         call.touched = now
+        call.last_line = self.lines_seen
         return True
 
     def due(self, now: float, *, flush: bool = False) -> list[OpenCall]:
@@ -70,7 +92,7 @@ class CallAssembler:
         for call in self.calls.values():
             if call.sending is not None or call.acked == call.version:
                 continue
-            if flush or now - call.touched >= self.settle_s:
+            if flush or self._quiet(call, now, self.settle_s, self.settle_lines):
                 call.sending = call.version
                 ready.append(call)
         return ready
@@ -91,7 +113,7 @@ class CallAssembler:
             for key, call in self.calls.items()
             if call.acked == call.version
             and call.sending is None
-            and now - call.touched >= self.linger_s
+            and self._quiet(call, now, self.linger_s, self.linger_lines)
             and call.last_end <= commit
         ]
         for key in done:
@@ -114,8 +136,13 @@ class CallAssembler:
 
     def _holding(self, now: float) -> Iterator[OpenCall]:
         for call in self.calls.values():
-            if call.acked != call.version or now - call.touched < self.linger_s:
+            if call.acked != call.version or not self._quiet(
+                call, now, self.linger_s, self.linger_lines
+            ):
                 yield call
+
+    def _quiet(self, call: OpenCall, now: float, seconds: float, lines: int) -> bool:
+        return now - call.touched >= seconds or self.lines_seen - call.last_line >= lines
 
     def next_event(self, now: float) -> float | None:
         """When the next call becomes due or closable (None: nothing open)."""

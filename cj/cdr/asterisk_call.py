@@ -60,7 +60,8 @@ DISPOSITIONS: dict[str, tuple[int, str]] = {
 _CHANNEL = re.compile(r"(?P<tech>[A-Za-z0-9_]+)/(?P<peer>.+?)(?:-[0-9a-fA-F]{1,8}(?:;[12])?)?")
 _CLID = re.compile(r'\s*(?:"(?P<quoted>.*)"|(?P<bare>[^<]*?))\s*<(?P<number>[^<>]*)>\s*')
 _PUBLIC_NUMBER = re.compile(r"\+?[0-9]{3,}")
-_MIXMONITOR_LEG = re.compile(r"(?<![A-Za-z])([rt])\(([^()]*)\)")
+# In MixMonitor's options (its second argument), `r(file)` and `t(file)`.
+_MIXMONITOR_LEG = re.compile(r"([rt])\(([^()]*)\)")
 
 
 def call_uuid(source: str, key: str) -> uuid_module.UUID:
@@ -127,7 +128,9 @@ def call_from_legs(
     destination = destination or first.get("dst")
     caller_extension = _local_peer(first.get("channel"), first, options)
     callee_leg = answering or first
-    destination_extension = _local_peer(callee_leg.get("dstchannel"), callee_leg, options)
+    destination_extension = _local_peer(
+        callee_leg.get("dstchannel"), callee_leg, options, callee=True
+    )
     if not destination_extension and answering is None and local.is_extension(destination):
         destination_extension = destination
     direction = _direction(read, caller_extension, caller_number, destination, options)
@@ -212,17 +215,21 @@ def _is_trunk(channel: str, options: CdrOptions) -> bool:
     return bool(channel) and options.asterisk.trunk.search(channel) is not None
 
 
-def _local_peer(channel: str, leg: _Leg, options: CdrOptions) -> str:
+def _local_peer(channel: str, leg: _Leg, options: CdrOptions, *, callee: bool = False) -> str:
     """The extension or login behind a channel, when the channel is a local phone."""
     tech, peer = channel_peer(channel)
     if not tech or tech.lower() == "local" or _is_trunk(channel, options):
         return ""
     if any(ch in peer for ch in "@:/") or len(peer) > 64:
         return ""
-    _, clid_number = split_clid(leg.get("clid"))
-    if options.local.is_extension(peer) or peer in (leg.get("src"), clid_number):
+    if options.local.is_extension(peer):
         return peer
-    return ""
+    if callee:
+        # A login (`PJSIP/client1`) the PBX routed a local number to.
+        dst = leg.get("dst")
+        return peer if peer == dst or options.local.is_local(dst) else ""
+    _, clid_number = split_clid(leg.get("clid"))
+    return peer if peer in (leg.get("src"), clid_number) else ""
 
 
 def _direction(
@@ -257,7 +264,7 @@ def _direction(
 
 
 def _callee_local(legs: Sequence[_Leg], options: CdrOptions) -> bool:
-    return any(_local_peer(leg.get("dstchannel"), leg, options) for leg in legs)
+    return any(_local_peer(leg.get("dstchannel"), leg, options, callee=True) for leg in legs)
 
 
 def _recording(
@@ -287,7 +294,8 @@ def _recording(
         if "%" in target:  # Record()'s %d counter: the real name is unknown
             continue
         found = fields.recording_file_name(target, "lastdata") if target else None
-        split = dict(_MIXMONITOR_LEG.findall(data)) if app == "mixmonitor" else {}
+        mix_options = data.split(",", 2)[1] if "," in data else ""
+        split = dict(_MIXMONITOR_LEG.findall(mix_options)) if app == "mixmonitor" else {}
         pair: tuple[str, str] | None = None
         if split.get("r") and split.get("t"):
             rx = fields.recording_file_name(split["r"], "lastdata")
