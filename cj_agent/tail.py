@@ -325,6 +325,9 @@ class SourceTail:
             return False
         assembler.sent(call)
         self.ctx.stats.add(calls_uploaded=1)
+        self.ctx.log.info(
+            "call_uploaded", call_uuid=str(built.uuid), linkedid=call.key, legs=len(call.lines)
+        )
         return True
 
     async def _refuse_call(self, tailed: TailedFile, call: OpenCall, reason: str) -> None:

@@ -162,6 +162,13 @@ def call_from_legs(
     )
 
 
+def check_leg(leg: AsteriskLeg, options: CdrOptions) -> AsteriskLeg:
+    """`leg` if its times and counts can be read, else CdrFieldError naming the field:
+    a bad line is refused alone, not with the call it belongs to."""
+    _read_leg(leg, 0, options, multi=False)
+    return leg
+
+
 def split_clid(clid: str) -> tuple[str, str]:
     """(name, number) of a callerid `"Name" <1001>`; `1001` alone is a number."""
     match = _CLID.fullmatch(clid)

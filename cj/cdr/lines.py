@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cj.cdr import asterisk
-from cj.cdr.asterisk_call import call_from_legs
+from cj.cdr.asterisk_call import call_from_legs, check_leg
 from cj.cdr.errors import CdrError, CdrFormatError
 from cj.cdr.options import CdrOptions
 from cj.config import CdrFormat
@@ -64,12 +64,17 @@ def single_line(name: CdrFormat, parse: Callable[[bytes, CdrOptions], Call]) -> 
     return LineFormat(name, parse_line, build_call)
 
 
-def _asterisk(name: CdrFormat, parse: Callable[[bytes, CdrOptions], LineRecord]) -> LineFormat:
+def _asterisk(
+    name: CdrFormat, parse: Callable[[bytes, CdrOptions], asterisk.AsteriskLeg]
+) -> LineFormat:
+    def parse_line(line: bytes, options: CdrOptions) -> LineRecord:
+        return check_leg(parse(line, options), options)
+
     def build_call(records: Sequence[LineRecord], options: CdrOptions) -> Call:
         legs = [record for record in records if isinstance(record, asterisk.AsteriskLeg)]
         return call_from_legs(legs, options, format_name=name.value)
 
-    return LineFormat(name, parse, build_call)
+    return LineFormat(name, parse_line, build_call)
 
 
 LINE_FORMATS: dict[CdrFormat, LineFormat] = {
