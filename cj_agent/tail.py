@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 
 import trio
 
-from cj.cdr import CdrError
-from cj.cdr.asterisk import CdrHeaderLine
+from cj.cdr import CdrError, CdrUnexpectedError
+from cj.cdr.asterisk import LINE, CdrHeaderLine
 from cj.cdr.lines import LineFormat, line_format
 from cj.codec import call_to_pb
 from cj.config import CdrFormat
@@ -200,6 +200,18 @@ class SourceTail:
                 results.append(None)
             except CdrError as exc:
                 results.append(exc)
+            except (
+                TypeError,
+                ValueError,
+                KeyError,
+                IndexError,
+                AttributeError,
+                OverflowError,
+            ) as exc:
+                # A parser bug must refuse one line, not stop the source.
+                results.append(
+                    CdrUnexpectedError(LINE, f"could not be read ({type(exc).__name__}: {exc})")
+                )
         return results
 
     def refuse(self, name: str, offset: int, line: bytes, reason: str) -> Path:
@@ -308,7 +320,7 @@ class SourceTail:
         try:
             built = self.format.build_call(call.records(), self.ctx.options)
             message = call_to_pb(built, include_raw=True)
-        except CdrError as exc:
+        except (CdrError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             await self._refuse_call(tailed, call, f"unreadable call (linkedid {call.key}): {exc}")
             assembler.sent(call)
             return True
