@@ -87,6 +87,14 @@ def committed(spool: Spool, name: str = "Master.csv") -> int | None:
     return None if mark is None else int(mark["offset"])
 
 
+def committed_mark(spool: Spool) -> tuple[int, int] | None:
+    path = spool.cdr / "state" / STATE_FILE
+    if not path.exists():
+        return None
+    mark = json.loads(path.read_text())["files"]["Master.csv"]
+    return int(mark["ino"]), int(mark["offset"])
+
+
 def offset_is(spool: Spool, offset: int) -> Callable[[AgentStats], bool]:
     return lambda stats: committed(spool) == offset
 
@@ -286,3 +294,42 @@ async def test_killed_while_the_file_grows_no_line_is_lost_or_doubled(
     assert legs_on_server(running_api) == want
     assert len(want) == 51 and want[str(call_uuid(SOURCE, "1772445000.1"))] == 2
     assert master.read_bytes() == everything
+
+
+async def test_a_file_rotated_while_the_agent_was_stopped_is_finished_first(
+    running_api: RunningApi, spool: Spool
+) -> None:
+    master = spool.cdr / "Master.csv"
+    old = [call_line(f"1772448000.{n}", n) for n in range(3)]
+    new = call_line("1772448100.1", 50)
+    master.write_bytes(old[0])
+    settings = tail_settings(spool, running_api.endpoints.grpc_address)
+    with trio.fail_after(30):
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(offset_is(spool, len(old[0])))
+        # Stopped: the file is rotated, its last lines written after the offset.
+        master.rename(spool.cdr / "Master.csv.1")
+        with (spool.cdr / "Master.csv.1").open("ab") as file:
+            file.write(old[1] + old[2])
+        master.write_bytes(new)
+        inode = master.stat().st_ino
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(lambda s: committed_mark(spool) == (inode, len(new)))
+            assert agent.stats.lines_read == 3  # old[1], old[2], new: nothing read twice
+    assert legs_on_server(running_api) == expected_legs(b"".join(old) + new)
+
+
+async def test_an_unreadable_state_file_is_set_aside_and_the_file_read_again(
+    running_api: RunningApi, spool: Spool
+) -> None:
+    data = SAMPLE.read_bytes()
+    (spool.cdr / "Master.csv").write_bytes(data)
+    state = spool.cdr / "state"
+    state.mkdir()
+    (state / STATE_FILE).write_text('{"files": {"Master.csv": {"offset": "x"')
+    settings = tail_settings(spool, running_api.endpoints.grpc_address)
+    with trio.fail_after(30):
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(offset_is(spool, len(data)))
+    assert (state / (STATE_FILE + ".corrupt")).exists()
+    assert legs_on_server(running_api) == expected_legs(data)
