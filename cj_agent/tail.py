@@ -39,7 +39,9 @@ from cj.config import CdrFormat
 from cj.rpc import RpcError
 from cj_agent.assemble import CallAssembler, OpenCall
 from cj_agent.files import write_error_file
-from cj_agent.pipeline import SourceContext
+from cj_agent.pipeline import SourceContext, load_late, reconcile_late
+from cj_agent.source import _guarded
+from cj_agent.tail_recordings import TailRecordings
 from cj_agent.tail_state import FileMark, TailState
 from cj_agent.uploader import Abandoned
 from cj_agent.watch import IdlePoll, compile_patterns
@@ -108,6 +110,7 @@ class SourceTail:
         self.files: dict[str, TailedFile] = {}
         self.orphans: list[TailedFile] = []  # rotated away while the agent was stopped
         self.poll = IdlePoll(ctx.config.poll_min_s, ctx.config.poll_max_s)
+        self.recordings = TailRecordings(ctx)
 
     def _assembler(self) -> CallAssembler:
         return CallAssembler(self.ctx.source.tail_settle_s, self.ctx.source.tail_linger_s)
@@ -335,6 +338,7 @@ class SourceTail:
         except Abandoned:
             assembler.sent(call, ok=False)
             return False
+        await self.recordings.note(built)
         assembler.sent(call)
         self.ctx.stats.add(calls_uploaded=1)
         self.ctx.log.info(
@@ -375,20 +379,29 @@ async def run_tail(
     """Tail one source's files until the agent stops (see the module documentation)."""
     tail = SourceTail(ctx)
     await trio.to_thread.run_sync(tail.load)
+    await load_late(ctx)
     task_status.started()
     try:
-        while not ctx.stopping.is_set():
-            busy = await tail.step()
-            ctx.stats.add(polls=1)
-            now = trio.current_time()
-            wake = now + tail.poll.next_interval(busy=busy)
-            event = tail.next_wakeup(now)
-            if event is not None:
-                wake = min(wake, max(event, now))
-            with trio.move_on_at(wake):
-                await ctx.stopping.wait()
+        async with trio.open_nursery() as deliveries:
+            if ctx.late:
+                deliveries.start_soon(_guarded, ctx, "pending", reconcile_late, ctx)
+            await _loop(ctx, tail, deliveries)
     finally:
         tail.close()
+
+
+async def _loop(ctx: SourceContext, tail: SourceTail, deliveries: trio.Nursery) -> None:
+    while not ctx.stopping.is_set():
+        busy = await tail.step()
+        busy = await tail.recordings.deliver(deliveries) or busy
+        ctx.stats.add(polls=1)
+        now = trio.current_time()
+        wake = now + tail.poll.next_interval(busy=busy)
+        event = tail.next_wakeup(now)
+        if event is not None:
+            wake = min(wake, max(event, now))
+        with trio.move_on_at(wake):
+            await ctx.stopping.wait()
 
 
 def _find_inode(directory: Path, mark: FileMark) -> Path | None:

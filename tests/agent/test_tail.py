@@ -26,7 +26,7 @@ from cj_agent.stats import AgentStats
 from cj_agent.tail_state import STATE_FILE
 from tests.fixtures.api import RunningApi
 
-from .helpers import Spool, agent_settings, running_agent, with_source
+from .helpers import WAV, Spool, agent_settings, running_agent, server_calls, sha256, with_source
 from .test_process import agent_env, log_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -333,3 +333,25 @@ async def test_an_unreadable_state_file_is_set_aside_and_the_file_read_again(
             await agent.stats.wait_until(offset_is(spool, len(data)))
     assert (state / (STATE_FILE + ".corrupt")).exists()
     assert legs_on_server(running_api) == expected_legs(data)
+
+
+async def test_the_recording_named_in_the_userfield_is_uploaded(
+    running_api: RunningApi, spool: Spool
+) -> None:
+    line = call_line("1772449000.1", 1).replace(
+        b'"1772449000.1","",""', b'"1772449000.1","rec=in-1772449000.1.wav;tag=private",""'
+    )
+    assert b"rec=in-1772449000.1.wav" in line
+    (spool.cdr / "Master.csv").write_bytes(line)
+    spool.write_recording("in-1772449000.1.wav", WAV)
+    settings = tail_settings(spool, running_api.endpoints.grpc_address)
+    with trio.fail_after(30):
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(lambda s: s.recordings_uploaded >= 1 and s.files_done >= 2)
+            await agent.stats.wait_until(offset_is(spool, len(line)))
+    uuid = str(call_uuid(SOURCE, "1772449000.1"))
+    calls = server_calls(running_api)
+    assert calls[uuid]["sha256"] == sha256(WAV) and calls[uuid]["private"] is True
+    assert calls[uuid]["recording"] == "in-1772449000.1.wav"
+    assert spool.recording_files() == [] and spool.pending_files() == []
+    assert legs_on_server(running_api) == {uuid: 1}  # the full call, not the note
