@@ -191,9 +191,13 @@ def leg_from_document(document: Mapping[str, Any]) -> AsteriskLeg:
     """The leg an Asterisk CDR JSON object describes (Grandstream, cdr_manager → JSON …).
 
     Keys are matched case-insensitively (`Uniqueid`, `UniqueID`); values may be text or
-    numbers. The whole object is kept as `raw["document"]`.
+    numbers; `calldate` (database backends) stands for `start`. The whole object is kept
+    as `raw["document"]`.
     """
     lowered = {str(key).lower(): value for key, value in document.items()}
+    if "start" not in lowered and "calldate" in lowered:
+        # cdr_sqlite3_custom, cdr_adaptive_odbc, cdr_mysql: the start is `calldate`.
+        lowered["start"] = lowered["calldate"]
     if not any(name in lowered for name in SIGNATURE) or "start" not in lowered:
         missing = [name for name in ("start", *SIGNATURE) if name not in lowered]
         raise CdrFormatError(

@@ -12,12 +12,15 @@ import base64
 import csv
 import io
 import json
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from cj.cdr import CdrFormat, CdrOptions, parse_cdr
+from cj.cdr.asterisk import AsteriskLeg, leg_from_document
+from cj.cdr.asterisk_call import call_from_legs
 from cj.cdr.lines import parse_lines
 from cj.model import Direction
 
@@ -131,3 +134,31 @@ def test_a_single_asterisk_cdr_object() -> None:
     assert (call.caller.raw, call.caller_name, call.destination.raw) == ("5300", "pn01", "5301")
     assert (call.duration_s, call.billsec, call.direction) == (9, 6, Direction.INTERNAL)
     assert call.raw["legs"][0]["document"] == json.loads(data)
+
+
+def test_the_sqlite3_backend_rows_match_the_csv_of_the_same_calls() -> None:
+    # The same 736 calls as cdr_sqlite3_custom rows, in local time (UTC-4) where the
+    # CSV has UTC: read in America/New_York, each call starts at the same instant.
+    database = sqlite3.connect(":memory:")
+    database.executescript(
+        (ASTERISK / "karthik0112-issabelpbx-cdr_sqlite3_custom-3.sql").read_text("utf-8")
+    )
+    database.row_factory = sqlite3.Row
+    rows = [dict(row) for row in database.execute("SELECT * FROM cdr ORDER BY AcctId")]
+    groups: dict[str, list[AsteriskLeg]] = defaultdict(list)
+    for row in rows:
+        leg = leg_from_document(row)
+        groups[leg.key].append(leg)
+    local = CdrOptions(timezone="America/New_York")
+    from_db = {key: call_from_legs(legs, local) for key, legs in groups.items()}
+    csv_path = ASTERISK / "karthik0112-issabelpbx-cdrcsv-1.csv"
+    csv_calls, _ = parse_lines(
+        csv_path.read_bytes().splitlines(), CdrOptions(), CdrFormat.ASTERISK_CSV
+    )
+    assert len(rows) == 736 and len(from_db) == len(csv_calls) == 465
+    for call in csv_calls:
+        twin = from_db[call.raw["linkedid"]]
+        assert twin.uuid == call.uuid
+        assert twin.started_at == call.started_at
+        assert (twin.billsec, twin.direction) == (call.billsec, call.direction)
+        assert (twin.answered_at is None) == (call.answered_at is None)
