@@ -72,6 +72,27 @@ async def watch_directories(
         await trio.sleep(retry_s)
 
 
+class Wakeup:
+    """A flag that filesystem events raise and the loop takes down: `set()` from the
+    watcher, `await wait()` then `clear()` in the loop."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = trio.Event()
+
+
 def _report(previous: str | None, problem: str) -> str:
     if problem != previous:
         log.warning("directory_events_unavailable", problem=problem, note="polling only")

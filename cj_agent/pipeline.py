@@ -23,6 +23,7 @@ the failed directory with `<name>.error` saying why. Nothing is ever deleted uns
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import os
@@ -38,8 +39,9 @@ import structlog
 import trio
 
 from cj.cdr import CdrError, CdrOptions, parse_cdr_file
+from cj.cdr.lines import is_line_format
 from cj.codec import call_to_pb
-from cj.config import AfterSuccess, AgentConfig, AgentSourceConfig
+from cj.config import AfterSuccess, AgentConfig, AgentSourceConfig, CdrFormat
 from cj.errors import ErrorCode
 from cj.model import Call
 from cj.proto import calljournal_pb2 as pb
@@ -103,6 +105,9 @@ class SourceContext:
     stopping: trio.Event
     calls: CallBatcher
     options: CdrOptions = field(init=False)
+    # How CDRs in the pending directory are read: the source's format, except for a
+    # tailed source, whose pending notes are compact CDRs (`tail_recordings`).
+    note_options: CdrOptions = field(init=False)
     zone: ZoneInfo = field(init=False)
     late: dict[str, LateRecording] = field(default_factory=dict)  # by pending CDR name
     log: Any = field(init=False)
@@ -114,6 +119,9 @@ class SourceContext:
     def __post_init__(self) -> None:
         self.settle_s = self.config.settle_s
         self.options = CdrOptions.for_source(self.source)
+        self.note_options = self.options
+        if is_line_format(self.source.format):
+            self.note_options = dataclasses.replace(self.options, format=CdrFormat.COMPACT)
         self.zone = ZoneInfo(self.source.timezone)
         self.log = log.bind(source=self.source.name)
 
@@ -232,7 +240,7 @@ async def deliver_late(ctx: SourceContext, late: LateRecording) -> None:
     """Upload a late recording that appeared (and settled); finish it and its CDR."""
 
     def load_call() -> pb.Call:
-        return call_to_pb(parse_cdr_file(late.cdr, ctx.options), include_raw=True)
+        return call_to_pb(parse_cdr_file(late.cdr, ctx.note_options), include_raw=True)
 
     delivered = await upload_and_finish(
         ctx, late.call_uuid, late.recording, late.cdr, late.day, load_call=load_call
@@ -393,7 +401,7 @@ async def load_late(ctx: SourceContext) -> None:
     for name in names:
         path = directory / name
         try:
-            call = await trio.to_thread.run_sync(parse_cdr_file, path, ctx.options)
+            call = await trio.to_thread.run_sync(parse_cdr_file, path, ctx.note_options)
             if call.recording_name is None:
                 raise CdrError("recording", "the CDR no longer names a recording")
             recording = safe_recording_path(ctx.source.recordings_dir, call.recording_name)

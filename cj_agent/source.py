@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from cj.cdr.lines import is_line_format
 from cj_agent.events import watch_directories
 from cj_agent.pipeline import (
     LateRecording,
@@ -44,7 +45,15 @@ MIN_EVENT_PASS_GAP_S = 0.1
 async def run_source(
     ctx: SourceContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Poll one source until the agent stops; its file tasks run in this task's nursery."""
+    """Poll one source until the agent stops; its file tasks run in this task's nursery.
+
+    A source in a line format (asterisk_csv …) is tailed instead (`tail.run_tail`).
+    """
+    if is_line_format(ctx.source.format):
+        from cj_agent.tail import run_tail  # tail imports pipeline, as this module does
+
+        await run_tail(ctx, task_status=task_status)
+        return
     await load_late(ctx)
     loop = SourceLoop(ctx)
     task_status.started()
@@ -63,7 +72,7 @@ async def run_source(
         if ctx.config.watch_events:
             await tasks.start(watch)
         if ctx.late:
-            tasks.start_soon(_guarded, ctx, "pending", reconcile_late, ctx)
+            tasks.start_soon(run_guarded, ctx, "pending", reconcile_late, ctx)
         try:
             await loop.run(tasks)
         finally:
@@ -140,9 +149,9 @@ class SourceLoop:
                 self._start(tasks, self._handle_cdr, self.queued.popleft())
             with trio.move_on_at(next_scan):
                 if self.queued:  # a backlog: hand out more as soon as a slot frees
-                    await _first(self.slot_freed.wait, ctx.stopping.wait)
+                    await first_of(self.slot_freed.wait, ctx.stopping.wait)
                 else:
-                    await _first(ctx.stopping.wait, self.woken.wait)
+                    await first_of(ctx.stopping.wait, self.woken.wait)
             if self.woken.is_set():
                 self.woken = trio.Event()
                 self.poll.next_interval(busy=True)  # back to the floor: things happen
@@ -182,7 +191,9 @@ class SourceLoop:
         if not self.ctx.late:
             return [], 0
         awaited = [late for name, late in self.ctx.late.items() if name not in self.busy_late]
-        return await trio.to_thread.run_sync(_settled_late, awaited, self.late_tracker, now)
+        return await trio.to_thread.run_sync(
+            settled_late_recordings, awaited, self.late_tracker, now
+        )
 
     def _start(
         self, tasks: trio.Nursery, handler: Callable[[Any], Awaitable[None]], item: Any
@@ -199,7 +210,7 @@ class SourceLoop:
 
     async def _handle_cdr(self, name: str) -> None:
         try:
-            await _guarded(self.ctx, name, process_cdr, self.ctx, self.ctx.source.cdr_dir / name)
+            await run_guarded(self.ctx, name, process_cdr, self.ctx, self.ctx.source.cdr_dir / name)
         finally:
             self.busy.discard(name)
             self._release()
@@ -207,13 +218,13 @@ class SourceLoop:
     async def _handle_late(self, late: LateRecording) -> None:
         name = late.cdr.name
         try:
-            await _guarded(self.ctx, name, deliver_late, self.ctx, late)
+            await run_guarded(self.ctx, name, deliver_late, self.ctx, late)
         finally:
             self.busy_late.discard(name)
             self._release()
 
 
-def _settled_late(
+def settled_late_recordings(
     awaited: list[LateRecording], tracker: SettleTracker, now: float
 ) -> tuple[list[LateRecording], int]:
     """The awaited recordings that appeared and settled, and how many appeared but are
@@ -234,7 +245,7 @@ def _settled_late(
     return ready, settling
 
 
-async def _guarded(
+async def run_guarded(
     ctx: SourceContext, what: str, work: Callable[..., Awaitable[None]], *args: Any
 ) -> None:
     """Run one file's work; an unexpected failure is logged and the file stays."""
@@ -249,7 +260,7 @@ async def _guarded(
         await ctx.pause(ERROR_PAUSE_S)
 
 
-async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
+async def first_of(*waits: Callable[[], Awaitable[object]]) -> None:
     """Return as soon as any of `waits` returns."""
     async with trio.open_nursery() as nursery:
 

@@ -27,6 +27,9 @@ class AgentStats:
     errors: int = 0  # unexpected failures (logged; the file stays for a retry)
     in_progress: int = 0  # CDRs and late recordings being handled now
     late_waiting: int = 0  # recordings awaited in pending/
+    lines_read: int = 0  # lines of tailed files (Master.csv …) read, refused ones included
+    lines_refused: int = 0  # ... of which could not be read (copied to failed/)
+    tail_commits: int = 0  # durable offsets of tailed files written
     _changed: trio.Event = field(default_factory=trio.Event, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:

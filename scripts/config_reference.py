@@ -108,9 +108,15 @@ MEANINGS: dict[str, str] = {
     "agent.sources[].name": "The source's name; becomes the calls' `source` field.",
     "agent.sources[].cdr_dir": "Directory the PBX writes CDR files into.",
     "agent.sources[].recordings_dir": "Directory the PBX writes recordings into (may be cdr_dir).",
-    "agent.sources[].format": "`auto`, `compact` (the spec's JSON) or `freeswitch` (mod_json_cdr).",
+    "agent.sources[].format": (
+        "`auto`, `compact` (the spec's JSON), `freeswitch` (mod_json_cdr); tailed files: "
+        "`asterisk_csv` (Master.csv), `asterisk_custom` (cdr_custom), `asterisk_json` (JSON lines)."
+    ),
     "agent.sources[].timezone": "The PBX's time zone, for CDR times written without one.",
-    "agent.sources[].cdr_patterns": "File name patterns of CDRs.",
+    "agent.sources[].cdr_patterns": (
+        "File name patterns of CDRs (`asterisk_csv`/`asterisk_custom` with the default: "
+        "`Master.csv`)."
+    ),
     "agent.sources[].recording_patterns": "File name patterns of recordings.",
     "agent.sources[].after_success": (
         "`delete` or `archive` the files once the server acknowledged them."
@@ -140,6 +146,35 @@ MEANINGS: dict[str, str] = {
     "agent.sources[].local_numbers": (
         "This PBX's own numbers (DIDs) as digits, or digit prefixes ending in `*`: calls "
         "to them from outside are inbound."
+    ),
+    "agent.sources[].trunk_channels": (
+        "Asterisk: regular expression (searched) of channels to the outside world (trunks); "
+        "a call from one is inbound, to one outbound."
+    ),
+    "agent.sources[].inbound_contexts": (
+        "Asterisk: regular expression (searched) of dialplan contexts where calls from outside "
+        "arrive (`from-trunk`, `from-pstn`, `*-pstn`, `public` …)."
+    ),
+    "agent.sources[].csv_columns": (
+        "`asterisk_custom`: the cdr_custom columns in order, or the mapping line itself "
+        "(none: the stock `cdr_custom.conf` mapping)."
+    ),
+    "agent.sources[].userfield_recording_key": (
+        "Asterisk: the userfield key naming the recording (`rec=<file>;tag=private`)."
+    ),
+    "agent.sources[].userfield_privacy_key": (
+        "Asterisk: the userfield key whose value `private` makes the call private."
+    ),
+    "agent.sources[].tail_settle_s": (
+        "Tailed files: a call (the lines sharing a linkedid) is sent once no line came for it "
+        "this long."
+    ),
+    "agent.sources[].tail_linger_s": (
+        "Tailed files: how long a sent call stays open for late legs (merged and sent again); "
+        "the offset stays before it meanwhile."
+    ),
+    "agent.sources[].state_dir": (
+        "Tailed files: where their durable offsets are kept (unset: `<cdr_dir>/state`)."
     ),
     # database
     "database.url": "PostgreSQL connection URL (`postgresql://user:password@host:5432/db`).",

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cj.cdr import compact, freeswitch
+from cj.cdr import asterisk, compact, freeswitch
+from cj.cdr.asterisk_call import call_from_legs
 from cj.cdr.document import DOCUMENT, MAX_DOCUMENT_BYTES, decode_document
 from cj.cdr.errors import CdrDocumentError, CdrError, CdrFormatError, CdrUnexpectedError
 from cj.cdr.options import CdrOptions
@@ -55,7 +56,15 @@ def parse_document(document: Mapping[str, Any], options: CdrOptions = _DEFAULT_O
         kind = detect_format(document)
     if kind is CdrFormat.COMPACT:
         return compact.parse_compact(document, options)
+    if kind in (CdrFormat.ASTERISK_JSON, CdrFormat.ASTERISK_CSV, CdrFormat.ASTERISK_CUSTOM):
+        return parse_asterisk_document(document, options)
     return freeswitch.parse_freeswitch(document, options)
+
+
+def parse_asterisk_document(document: Mapping[str, Any], options: CdrOptions) -> Call:
+    """A single Asterisk CDR object (one leg: a call of its own), e.g. grandstream-2.json."""
+    leg = asterisk.leg_from_document(document)
+    return call_from_legs([leg], options, format_name=CdrFormat.ASTERISK_JSON.value)
 
 
 def parse_cdr_file(path: Path, options: CdrOptions = _DEFAULT_OPTIONS) -> Call:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cj.cdr.asterisk_options import DEFAULT_ASTERISK_OPTIONS, AsteriskOptions
 from cj.cdr.errors import CdrError
 from cj.cdr.locality import DEFAULT_LOCAL_NUMBERS, LocalNumbers
 from cj.config import CdrFormat
@@ -37,6 +38,7 @@ class CdrOptions:
     privacy_variable: FreeSWITCH variable whose value `private` marks the recording private.
     source: the PBX/agent name copied into `Call.source`.
     local: which numbers are the PBX's own (extensions, DIDs): decides direction.
+    asterisk: how to read Asterisk CDRs (trunks, contexts, cdr_custom columns, userfield).
 
     Invalid options raise `CdrError` naming the option.
     """
@@ -47,6 +49,7 @@ class CdrOptions:
     privacy_variable: str = DEFAULT_PRIVACY_VARIABLE
     source: str = ""
     local: LocalNumbers = DEFAULT_LOCAL_NUMBERS
+    asterisk: AsteriskOptions = DEFAULT_ASTERISK_OPTIONS
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -84,4 +87,11 @@ class CdrOptions:
             privacy_variable=source.privacy_variable,
             source=source.name,
             local=LocalNumbers(source.local_extensions, tuple(source.local_numbers)),
+            asterisk=AsteriskOptions(
+                trunk_channels=source.trunk_channels,
+                inbound_contexts=source.inbound_contexts,
+                csv_columns=tuple(source.csv_columns),
+                userfield_recording_key=source.userfield_recording_key,
+                userfield_privacy_key=source.userfield_privacy_key,
+            ),
         )

@@ -44,6 +44,23 @@ class CdrFormat(StrEnum):
     AUTO = "auto"
     COMPACT = "compact"
     FREESWITCH = "freeswitch"
+    # Asterisk (cj/cdr/asterisk.py): append-only files the agent tails line by line.
+    ASTERISK_CSV = "asterisk_csv"  # cdr_csv Master.csv
+    ASTERISK_CUSTOM = "asterisk_custom"  # cdr_custom CSV, columns from `csv_columns`
+    ASTERISK_JSON = "asterisk_json"  # JSON lines of Asterisk CDR fields
+
+
+# A trunk is a channel to the outside: DAHDI/ISDN lines, H.323 and Motif (Google Voice)
+# gateways, and SIP/IAX peers named like a trunk or provider.
+DEFAULT_TRUNK_CHANNELS = (
+    r"(?i)^(?:DAHDI|Zap|OOH323|H323|Motif|mISDN|Skype)/"
+    r"|^[A-Za-z0-9]+/[^/]*?(?:trunk|gateway|gw|pstn|provider|carrier|sbc|sipus|voip)"
+)
+# FreePBX/IssabelPBX `from-trunk`, `from-pstn`, `from-external`, and contexts such as
+# `stadion-pstn`, `public`, `incoming`.
+DEFAULT_INBOUND_CONTEXTS = (
+    r"(?i)(?:^|[-_])(?:trunk|pstn|external|public|incoming|inbound)(?:$|[-_])"
+)
 
 
 class AfterSuccess(StrEnum):
@@ -287,6 +304,22 @@ class AgentSourceConfig:
     # matched in full, and the PBX's own DIDs as digits or digit prefixes ending in "*".
     local_extensions: str = "[0-9]{1,5}"
     local_numbers: tuple[str, ...] = ()
+    # Asterisk (cj/cdr/asterisk_call.py, docs/asterisk.md). Channels matching
+    # `trunk_channels` (searched) are the outside world; so is a call whose dcontext
+    # matches `inbound_contexts` (searched).
+    trunk_channels: str = DEFAULT_TRUNK_CHANNELS
+    inbound_contexts: str = DEFAULT_INBOUND_CONTEXTS
+    # cdr_custom: the columns of the mapping line, in order (empty: the stock mapping).
+    csv_columns: tuple[str, ...] = ()
+    # The userfield convention `rec=<file>;tag=private`: the keys read.
+    userfield_recording_key: str = "rec"
+    userfield_privacy_key: str = "tag"
+    # Tailed files (format asterisk_*): a call (lines sharing a linkedid) is sent once no
+    # line for it came for `tail_settle_s`; it stays open for late legs (merged and
+    # re-sent, and the offset held before its first line) for `tail_linger_s`.
+    tail_settle_s: NonNegativeFloat = 5.0
+    tail_linger_s: NonNegativeFloat = 300.0
+    state_dir: Path | None = None  # tail offsets; default <cdr_dir>/state
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -302,11 +335,20 @@ class AgentSourceConfig:
             LocalNumbers(self.local_extensions, tuple(self.local_numbers))
         except CdrError as exc:
             raise ValueError(f"source {self.name!r}: {exc}") from None
+        import re
+
+        for key in ("trunk_channels", "inbound_contexts"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ValueError(
+                    f"source {self.name!r}: {key}: not a regular expression: {exc}"
+                ) from None
         if self.after_success is AfterSuccess.ARCHIVE and self.archive_dir is None:
             raise ValueError(f"source {self.name!r}: after_success = archive needs archive_dir")
         # Files moved into one of these must not be picked up again as new input.
         watched = {self.cdr_dir.absolute(), self.recordings_dir.absolute()}
-        for key in ("archive_dir", "failed_dir", "pending_dir"):
+        for key in ("archive_dir", "failed_dir", "pending_dir", "state_dir"):
             value = getattr(self, key)
             if value is not None and value.absolute() in watched:
                 raise ValueError(
@@ -316,6 +358,11 @@ class AgentSourceConfig:
     @property
     def quarantine_dir(self) -> Path:
         return self.failed_dir if self.failed_dir is not None else self.cdr_dir / "failed"
+
+    @property
+    def tail_state_dir(self) -> Path:
+        """Where tailed files' offsets are kept (`state_dir`, default <cdr_dir>/state)."""
+        return self.state_dir if self.state_dir is not None else self.cdr_dir / "state"
 
     @property
     def late_dir(self) -> Path:
