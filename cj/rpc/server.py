@@ -5,14 +5,24 @@ What it adds to purerpc's `Server`:
 - Our own listener bound to the configured host only (no SO_REUSEPORT, so two servers
   cannot silently share a port), reported through `task_status`, and closed when
   serving stops: after cancellation or shutdown the port refuses connections.
-- The client's `grpc-timeout` is enforced (DEADLINE_EXCEEDED); `default_deadline_s`
-  applies to calls that send none.
+- The client's `grpc-timeout` is enforced (DEADLINE_EXCEEDED); calls that send none get
+  `GrpcLimits.unary_deadline_s` (unary requests), `stream_deadline_s` (streamed answers)
+  or, for client streams, the request body rules (`GrpcLimits.body`: idle time,
+  minimum rate after a grace window, total time) and then `unary_deadline_s`.
+- Bounds (`cj.rpc.limits.GrpcLimits`): per-method message sizes (RESOURCE_EXHAUSTED),
+  stream and connection flow-control windows, a stream cap (RST_STREAM REFUSED_STREAM),
+  a connection that sends no byte within `preface_timeout_s` is closed, and one with no
+  call open for `idle_timeout_s` gets GOAWAY and is closed.
 - Errors: `ServiceError` → its status code and message (plus the trailers
   `cj-error-code` and `cj-error-field`); purerpc's `RpcFailedError` passes through; any
   other exception → INTERNAL "internal error (request id …)", with the traceback logged
   under the same request id. Never purerpc's CANCELLED-with-a-repr.
 - Bearer-token auth from the `authorization` metadata, checked against the method's
-  `@requires` role before any request message is read (see `cj.rpc.access`).
+  `@requires` role before any request message is read (see `cj.rpc.access`). A refusal
+  (UNAUTHENTICATED or PERMISSION_DENIED) is reported to `on_auth_failure`, if given,
+  with the method, the peer address and the error, e.g. to audit refused downloads.
+- No header value reaches a log line or an error text (tokens above all): h2's
+  protocol errors quote header values, so their quoted parts are cut out.
 - Methods a servicer does not override (the generated `raise NotImplementedError`)
   answer UNIMPLEMENTED, not INTERNAL, and need no access policy.
 - A client's RST_STREAM (it gave up) cancels the handler.
@@ -29,6 +39,7 @@ trailers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -51,12 +62,15 @@ from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
 from cj.auth import Authenticator, Principal, require
+from cj.bodyrate import BodyClock
 from cj.errors import ErrorCode, ServiceError, single_leaf
+from cj.logs import safe_error_text
 from cj.rpc._purerpc import ServerSocket, is_generated_placeholder
 from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
+from cj.rpc.limits import GrpcLimits
 from cj.rpc.timeouts import parse_grpc_timeout
 
-__all__ = ["GrpcServer", "serve_grpc"]
+__all__ = ["AuthFailure", "GrpcServer", "serve_grpc"]
 
 log = structlog.get_logger(__name__)
 
@@ -87,11 +101,23 @@ class _Rpc:
     response_started: bool = False
 
 
+@dataclass(frozen=True)
+class AuthFailure:
+    """A call refused for its credentials (what `on_auth_failure` receives)."""
+
+    method: str  # /package.Service/Method
+    peer: str  # host:port of the client
+    error: ServiceError  # UNAUTHENTICATED or PERMISSION_DENIED, its message for the client
+
+
 @dataclass(eq=False)
 class _Connection:
     peer: str
     rpcs: dict[int, _Rpc] = field(default_factory=dict)
     scope: trio.CancelScope | None = None  # cancels the reader and every RPC
+    # Fires when the connection has been silent (no call open) for too long.
+    idle: trio.CancelScope = field(default_factory=trio.CancelScope)
+    idle_timeout_s: float = math.inf
 
     def reset(self, stream_id: int) -> None:
         rpc = self.rpcs.get(stream_id)
@@ -102,6 +128,14 @@ class _Connection:
     def close(self) -> None:
         if self.scope is not None:
             self.scope.cancel()
+
+    def busy(self) -> None:
+        self.idle.deadline = math.inf
+
+    def quiet(self) -> None:
+        """No call is open (or the first bytes came): the idle time starts now."""
+        if not self.rpcs:
+            self.idle.deadline = trio.current_time() + self.idle_timeout_s
 
 
 class GrpcServer:
@@ -121,6 +155,8 @@ class GrpcServer:
         default_deadline_s: float | None = None,
         grace_period_s: float = 10.0,
         handshake_timeout_s: float = 10.0,
+        limits: GrpcLimits | None = None,
+        on_auth_failure: Callable[[AuthFailure], None] | None = None,
     ) -> None:
         if default_deadline_s is not None and not default_deadline_s > 0:
             raise ValueError(f"default_deadline_s must be > 0 or None, not {default_deadline_s}")
@@ -138,7 +174,11 @@ class GrpcServer:
                 )
         self._ssl_context = ssl_context
         self._authenticator = authenticator
-        self._default_deadline_s = default_deadline_s
+        limits = limits or GrpcLimits()
+        if default_deadline_s is not None:  # the older spelling of limits.unary_deadline_s
+            limits = dataclasses.replace(limits, unary_deadline_s=default_deadline_s)
+        self._limits = limits
+        self._on_auth_failure = on_auth_failure
         self._grace_period_s = grace_period_s
         self._handshake_timeout_s = handshake_timeout_s
         self._connections: set[_Connection] = set()
@@ -244,7 +284,7 @@ class GrpcServer:
 
     async def _serve_connection(self, raw: anyio.abc.SocketStream) -> None:
         peer = _peer_of(raw)
-        connection = _Connection(peer=peer)
+        connection = _Connection(peer=peer, idle_timeout_s=self._limits.idle_timeout_s)
         self._connections.add(connection)
         try:
             async with raw:
@@ -260,12 +300,16 @@ class GrpcServer:
                     if stream is raw:
                         log.info("grpc tls handshake timed out", peer=peer)
                         return
-                async with ServerSocket(stream) as sock:
+                # Until its first bytes (the HTTP/2 preface), then until its first call.
+                connection.idle.deadline = trio.current_time() + self._limits.preface_timeout_s
+                async with ServerSocket(stream, self._limits) as sock:
                     sock.on_reset = connection.reset
+                    sock.connection.on_first_bytes = connection.quiet
                     async with trio.open_nursery() as rpcs:
                         connection.scope = rpcs.cancel_scope
                         if self._draining:  # shutdown began during the TLS handshake
                             rpcs.cancel_scope.cancel()
+                        rpcs.start_soon(self._close_when_idle, connection, sock)
                         async for h2_stream in sock.listen():
                             if self._draining:
                                 await _close_quietly(
@@ -275,16 +319,36 @@ class GrpcServer:
                                 )
                                 continue
                             rpc = _Rpc()
+                            connection.busy()
                             connection.rpcs[h2_stream.stream_id] = rpc
                             rpcs.start_soon(self._run_rpc, connection, sock, h2_stream, rpc)
                         # EOF: the client is gone, so nobody is left to answer.
                         rpcs.cancel_scope.cancel()
         except Exception as exc:  # a broken or misbehaving peer ends only its connection
-            log.info("grpc connection failed", peer=peer, error=repr(exc))
+            # Never repr(exc): h2's protocol errors quote header values (tokens).
+            log.info("grpc connection failed", peer=peer, error=safe_error_text(exc))
         finally:
             self._connections.discard(connection)
             if self._draining and not self._connections:
                 self._no_connections.set()
+
+    async def _close_when_idle(self, connection: _Connection, sock: ServerSocket) -> None:
+        with connection.idle:
+            await trio.sleep_forever()
+        silent = sock.connection.bytes_received == 0
+        log.info(
+            "grpc connection closed",
+            peer=connection.peer,
+            reason="no preface" if silent else "idle",
+            timeout_s=self._limits.preface_timeout_s if silent else self._limits.idle_timeout_s,
+        )
+        if not silent:
+            try:  # GOAWAY: the client knows no call was lost and opens a new connection
+                sock.connection.h2_connection.close_connection()
+            except Exception as exc:  # the h2 state machine says the connection is over
+                log.debug("grpc goaway not sent", error=safe_error_text(exc))
+            sock._socket._flush_event.set()
+        connection.close()
 
     # --- one call -----------------------------------------------------------------------
 
@@ -329,6 +393,7 @@ class GrpcServer:
         finally:
             sock.finish(stream)
             connection.rpcs.pop(stream.stream_id, None)
+            connection.quiet()
             if self._draining and not connection.rpcs:
                 connection.close()
 
@@ -338,49 +403,72 @@ class GrpcServer:
         method = self._methods.get(path)
         if method is None or not method.implemented:
             raise ServiceError.unimplemented(f"method {path} is not implemented")
+        limits = self._limits
         raw_timeout = sock.connection.raw_timeouts.pop(stream.stream_id, None)
-        timeout = self._default_deadline_s
+        timeout: float | None = None
         if raw_timeout is not None:
             try:
                 timeout = parse_grpc_timeout(raw_timeout)
             except ValueError as exc:
                 raise ServiceError.invalid("grpc-timeout", str(exc)) from None
+        now = trio.current_time()
+        client_streams = method.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
         if timeout is not None:
-            rpc.scope.deadline = trio.current_time() + timeout
-        _set_principal(self._authorize(event.custom_metadata, method))
+            rpc.scope.deadline = now + timeout
+        elif client_streams:  # the body rules govern the request; this is the backstop
+            rpc.scope.deadline = now + limits.body.timeout_s + limits.unary_deadline_s
+        elif method.cardinality is Cardinality.UNARY_STREAM:
+            rpc.scope.deadline = now + limits.stream_deadline_s
+        else:
+            rpc.scope.deadline = now + limits.unary_deadline_s
+        _set_principal(self._authorize(event.custom_metadata, method, sock, stream))
 
         stream.expect_message_type(method.request_type)
+        receiver = _Receiver(sock, stream, method, BodyClock(limits.body, now))
         handler = functools.partial(method.handler, request=event)
         if method.cardinality is Cardinality.UNARY_UNARY:
-            reply = await handler(await _single_message(stream, method))
+            reply = await handler(await receiver.single())
             await _send(stream, rpc, method, reply)
         elif method.cardinality is Cardinality.STREAM_UNARY:
-            async with aclosing(_messages(stream, method)) as messages:
+            async with aclosing(receiver.messages()) as messages:
                 reply = await handler(messages)
             await _send(stream, rpc, method, reply)
         elif method.cardinality is Cardinality.UNARY_STREAM:
-            message = await _single_message(stream, method)
+            message = await receiver.single()
             async with aclosing(handler(message)) as replies:
                 async for reply in replies:
                     await _send(stream, rpc, method, reply)
         else:
             async with (
-                aclosing(_messages(stream, method)) as messages,
+                aclosing(receiver.messages()) as messages,
                 aclosing(handler(messages)) as replies,
             ):
                 async for reply in replies:
                     await _send(stream, rpc, method, reply)
 
-    def _authorize(self, metadata: Sequence[tuple[str, Any]], method: _Method) -> Principal:
+    def _authorize(
+        self, metadata: Sequence[tuple[str, Any]], method: _Method, sock: ServerSocket, stream: Any
+    ) -> Principal:
         if self._authenticator is None:
             return ANONYMOUS
-        values = [value for name, value in metadata if name == "authorization"]
-        if len(values) > 1:
-            raise ServiceError.unauthenticated(
-                "malformed authorization: send exactly one authorization header"
-            )
-        principal = self._authenticator.authenticate(values[0] if values else None)
-        require(principal, method.role)
+        try:
+            values = [value for name, value in metadata if name == "authorization"]
+            if len(values) > 1:
+                raise ServiceError.unauthenticated(
+                    "malformed authorization: send exactly one authorization header"
+                )
+            principal = self._authenticator.authenticate(values[0] if values else None)
+            require(principal, method.role)
+        except ServiceError as exc:
+            if self._on_auth_failure is not None:
+                peer = next(
+                    (c.peer for c in self._connections if stream.stream_id in c.rpcs), "unknown"
+                )
+                try:
+                    self._on_auth_failure(AuthFailure(method=method.path, peer=peer, error=exc))
+                except Exception:  # an auditing hook must not turn a 401 into a 500
+                    log.exception("grpc auth failure hook failed")
+            raise
         return principal
 
 
@@ -393,6 +481,8 @@ async def serve_grpc(
     authenticator: Authenticator | None = None,
     default_deadline_s: float | None = None,
     grace_period_s: float = 10.0,
+    limits: GrpcLimits | None = None,
+    on_auth_failure: Callable[[AuthFailure], None] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -408,6 +498,8 @@ async def serve_grpc(
         authenticator=authenticator,
         default_deadline_s=default_deadline_s,
         grace_period_s=grace_period_s,
+        limits=limits,
+        on_auth_failure=on_auth_failure,
     )
     async with trio.open_nursery() as nursery:
 
@@ -447,28 +539,51 @@ def _index_methods(services: Sequence[Any]) -> dict[str, _Method]:
     return methods
 
 
-async def _single_message(stream: Any, method: _Method) -> Message:
-    first = await _receive(stream, method)
-    if first is None:
-        raise ServiceError.invalid("request", "expected one request message, got none")
-    if await _receive(stream, method) is not None:
-        raise ServiceError.invalid("request", "expected one request message, got several")
-    return first
+class _Receiver:
+    """The request messages of one call: decoded, size-checked (the connection refused
+    a message over the method's limit) and, for client streams, held to the body rules."""
 
+    def __init__(self, sock: ServerSocket, stream: Any, method: _Method, clock: BodyClock):
+        self._sock = sock
+        self._stream = stream
+        self._method = method
+        self._clock = clock
 
-async def _messages(stream: Any, method: _Method) -> AsyncGenerator[Message, None]:
-    while (message := await _receive(stream, method)) is not None:
-        yield message
+    async def single(self) -> Message:
+        first = await self._receive()
+        if first is None:
+            raise ServiceError.invalid("request", "expected one request message, got none")
+        if await self._receive() is not None:
+            raise ServiceError.invalid("request", "expected one request message, got several")
+        return first
 
+    async def messages(self) -> AsyncGenerator[Message, None]:
+        while (message := await self._receive()) is not None:
+            yield message
 
-async def _receive(stream: Any, method: _Method) -> Message | None:
-    try:
-        message: Message | None = await stream.receive_message()
-    except DecodeError:
-        raise ServiceError.invalid(
-            "request", f"not a valid {method.request_type.DESCRIPTOR.full_name} message"
-        ) from None
-    return message
+    async def _receive(self) -> Message | None:
+        clock = self._clock
+        message: Message | None = None
+        with trio.move_on_at(clock.deadline) as timer:
+            try:
+                message = await self._stream.receive_message()
+            except DecodeError:
+                raise ServiceError.invalid(
+                    "request",
+                    f"not a valid {self._method.request_type.DESCRIPTOR.full_name} message",
+                ) from None
+        now = trio.current_time()
+        if timer.cancelled_caught:
+            raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, clock.reason(now), field="request")
+        if message is None:
+            refusal = self._sock.connection.too_large.pop(self._stream.stream_id, None)
+            if refusal is not None:
+                raise ServiceError.resource_exhausted(
+                    f"{refusal} bytes for {self._method.path}", field="request"
+                )
+            return None
+        clock.receive(message.ByteSize(), now)
+        return message
 
 
 async def _send(stream: Any, rpc: _Rpc, method: _Method, reply: object) -> None:
@@ -492,7 +607,7 @@ async def _close_quietly(
         # also works from a cancelled scope; the connection's writer sends them.
         await stream.close(status, custom_metadata=tuple(trailers))
     except Exception as exc:  # reset by the client, connection lost, already closed
-        log.debug("grpc status not sent", code=status.status_code.name, error=repr(exc))
+        log.debug("grpc status not sent", code=status.status_code.name, error=safe_error_text(exc))
     sock.finish(stream)
 
 
