@@ -58,6 +58,7 @@ from purerpc.grpclib.events import MessageReceived, RequestEnded, ResponseEnded
 from purerpc.grpclib.exceptions import MessageTooLargeError
 from purerpc.grpclib.status import Status, StatusCode
 
+from cj.logs import safe_error_text
 from cj.rpc.limits import GrpcLimits, message_limit
 
 log = structlog.get_logger(__name__)
@@ -325,8 +326,9 @@ class ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
         try:
             await super()._reader_thread()
         except Exception as exc:  # h2 protocol errors, TLS errors, resets
-            reason = f"the connection to the server failed: {exc!r}"
-            log.debug("grpc client connection failed", error=repr(exc))
+            # Never repr(exc): h2's protocol errors quote header values (tokens).
+            reason = f"the connection to the server failed: {safe_error_text(exc)}"
+            log.debug("grpc client connection failed", error=safe_error_text(exc))
         self.abandon(reason)
 
     def abandon(self, reason: str) -> None:
@@ -356,7 +358,7 @@ class ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
         try:
             self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         except Exception as exc:  # already closed on the h2 level: nothing to cancel
-            log.debug("grpc stream reset failed", stream_id=stream_id, error=repr(exc))
+            log.debug("grpc stream reset failed", stream_id=stream_id, error=safe_error_text(exc))
             return
         # SocketWrapper.flush only sets an event; the writer task sends the frame.
         self._socket._flush_event.set()

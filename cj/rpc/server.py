@@ -326,7 +326,7 @@ class GrpcServer:
                         rpcs.cancel_scope.cancel()
         except Exception as exc:  # a broken or misbehaving peer ends only its connection
             # Never repr(exc): h2's protocol errors quote header values (tokens).
-            log.info("grpc connection failed", peer=peer, error=safe_error_text(exc))
+            log.info("grpc connection failed", peer=peer, error=safe_error_text(single_leaf(exc)))
         finally:
             self._connections.discard(connection)
             if self._draining and not self._connections:
@@ -346,7 +346,7 @@ class GrpcServer:
             try:  # GOAWAY: the client knows no call was lost and opens a new connection
                 sock.connection.h2_connection.close_connection()
             except Exception as exc:  # the h2 state machine says the connection is over
-                log.debug("grpc goaway not sent", error=safe_error_text(exc))
+                log.debug("grpc goaway not sent", error=safe_error_text(single_leaf(exc)))
             sock._socket._flush_event.set()
         connection.close()
 
@@ -607,7 +607,11 @@ async def _close_quietly(
         # also works from a cancelled scope; the connection's writer sends them.
         await stream.close(status, custom_metadata=tuple(trailers))
     except Exception as exc:  # reset by the client, connection lost, already closed
-        log.debug("grpc status not sent", code=status.status_code.name, error=safe_error_text(exc))
+        log.debug(
+            "grpc status not sent",
+            code=status.status_code.name,
+            error=safe_error_text(single_leaf(exc)),
+        )
     sock.finish(stream)
 
 

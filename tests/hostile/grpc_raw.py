@@ -54,7 +54,13 @@ class RawGrpcPeer:
         self.port = port
         self._preface = preface
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding="utf-8",
+                # An attacker sends what it likes (e.g. values with surrounding spaces).
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self.sock: trio.SocketStream | None = None
         self.streams: dict[int, StreamState] = {}
@@ -83,9 +89,10 @@ class RawGrpcPeer:
         if data:
             await self.sock.send_all(data)
 
-    def start(self, method: str, token: str | None, *, extra: Sequence[tuple[str, str]] = ()) -> int:
+    def start(
+        self, method: str, token: str | None, *, extra: Sequence[tuple[str, str]] = ()
+    ) -> int:
         """Open a stream for `method` (headers only; nothing is flushed yet)."""
-        stream_id: int = self.conn.get_next_available_stream_id()
         headers = [
             (":method", "POST"),
             (":scheme", "http"),
@@ -97,7 +104,12 @@ class RawGrpcPeer:
         if token is not None:
             headers.append(("authorization", f"Bearer {token}"))
         headers.extend(extra)
-        self.conn.send_headers(stream_id, headers)
+        return self.request(headers)
+
+    def request(self, headers: Sequence[tuple[str, str]], *, end: bool = False) -> int:
+        """Open a stream with exactly `headers` (nothing is flushed yet)."""
+        stream_id: int = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream_id, list(headers), end_stream=end)
         self.streams[stream_id] = StreamState()
         return stream_id
 
