@@ -66,6 +66,8 @@ class RawGrpcPeer:
         self.streams: dict[int, StreamState] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False  # the server closed the TCP connection
+        self.window_opened = trio.Event()  # set when the server grants more credit
+        self._send_lock = trio.Lock()
 
     async def __aenter__(self) -> RawGrpcPeer:
         self.sock = await trio.open_tcp_stream("127.0.0.1", self.port)
@@ -85,9 +87,10 @@ class RawGrpcPeer:
 
     async def flush(self) -> None:
         assert self.sock is not None
-        data = self.conn.data_to_send()
-        if data:
-            await self.sock.send_all(data)
+        async with self._send_lock:  # a reader and a writer task may both flush
+            data = self.conn.data_to_send()
+            if data:
+                await self.sock.send_all(data)
 
     def start(
         self, method: str, token: str | None, *, extra: Sequence[tuple[str, str]] = ()
@@ -173,6 +176,9 @@ class RawGrpcPeer:
                 stream.reset_code = int(event.error_code)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self.window_opened.set()
+            self.window_opened = trio.Event()
 
     async def until(self, predicate: Any) -> None:
         """Pump until `predicate()` holds or the server closed the connection."""
