@@ -41,12 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
-import re
-import secrets
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,17 +53,16 @@ import anyio.abc
 import structlog
 import trio
 from anyio.streams.tls import TLSStream
-from google.protobuf.message import DecodeError, Message
 from purerpc import Cardinality
-from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
 from cj.auth import Authenticator, Principal, require
 from cj.bodyrate import BodyClock
-from cj.errors import ErrorCode, ServiceError, single_leaf
+from cj.errors import ServiceError, single_leaf
 from cj.logs import safe_error_text
-from cj.rpc._purerpc import ServerSocket, is_generated_placeholder
-from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
+from cj.rpc._calls import Method, Receiver, index_methods, level_of, request_id_of, status_for
+from cj.rpc._purerpc import ServerSocket
+from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal
 from cj.rpc.limits import GrpcLimits
 from cj.rpc.timeouts import parse_grpc_timeout
 
@@ -76,20 +72,8 @@ log = structlog.get_logger(__name__)
 
 # After the grace period, cancelled calls get this long to flush their UNAVAILABLE.
 _ABORT_FLUSH_S = 1.0
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # accept() failures that mean "out of resources for now", not "listener is broken".
 _TRANSIENT_ACCEPT_ERRNOS = frozenset({23, 24, 12, 105})  # ENFILE EMFILE ENOMEM ENOBUFS
-
-
-@dataclass(frozen=True)
-class _Method:
-    path: str  # /package.Service/Method
-    handler: Callable[..., Any]  # purerpc's bound method (takes the message and `request`)
-    cardinality: Cardinality
-    request_type: type[Message]
-    response_type: type[Message]
-    role: Any  # Role, or NO_POLICY
-    implemented: bool  # False: the generated placeholder, answered UNIMPLEMENTED
 
 
 @dataclass(eq=False)
@@ -162,7 +146,7 @@ class GrpcServer:
             raise ValueError(f"default_deadline_s must be > 0 or None, not {default_deadline_s}")
         if not grace_period_s >= 0 or math.isinf(grace_period_s):
             raise ValueError(f"grace_period_s must be finite and >= 0, not {grace_period_s}")
-        self._methods = _index_methods(services)
+        self._methods = index_methods(services)
         if authenticator is not None:
             unguarded = sorted(
                 m.path for m in self._methods.values() if m.implemented and m.role is NO_POLICY
@@ -361,14 +345,14 @@ class GrpcServer:
         try:
             event = await stream.receive_event()  # purerpc queued the headers first
             path = f"/{event.service_name}/{event.method_name}"
-            request_id = _request_id(event.custom_metadata)
+            request_id = request_id_of(event.custom_metadata)
             trailers.append(("x-request-id", request_id))
             structlog.contextvars.bind_contextvars(rpc=path, request_id=request_id)
             with rpc.scope:
                 try:
-                    await self._dispatch(sock, stream, event, path, rpc)
+                    await self._dispatch(sock, stream, event, path, rpc, connection.peer)
                 except Exception as exc:
-                    status, extra = _status_for(exc, request_id)
+                    status, extra = status_for(exc, request_id)
                     trailers.extend(extra)
             if rpc.scope.cancelled_caught:
                 if rpc.reset_by_client:
@@ -377,7 +361,7 @@ class GrpcServer:
                 status = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
             await _close_quietly(sock, stream, status, trailers)
             log.log(
-                _level_of(status),
+                level_of(status),
                 "grpc call",
                 code=status.status_code.name,
                 duration_ms=round((trio.current_time() - started) * 1000),
@@ -398,7 +382,7 @@ class GrpcServer:
                 connection.close()
 
     async def _dispatch(
-        self, sock: ServerSocket, stream: Any, event: Any, path: str, rpc: _Rpc
+        self, sock: ServerSocket, stream: Any, event: Any, path: str, rpc: _Rpc, peer: str
     ) -> None:
         method = self._methods.get(path)
         if method is None or not method.implemented:
@@ -421,10 +405,10 @@ class GrpcServer:
             rpc.scope.deadline = now + limits.stream_deadline_s
         else:
             rpc.scope.deadline = now + limits.unary_deadline_s
-        _set_principal(self._authorize(event.custom_metadata, method, sock, stream))
+        _set_principal(self._authorize(event.custom_metadata, method, peer))
 
         stream.expect_message_type(method.request_type)
-        receiver = _Receiver(sock, stream, method, BodyClock(limits.body, now))
+        receiver = Receiver(sock, stream, method, BodyClock(limits.body, now))
         handler = functools.partial(method.handler, request=event)
         if method.cardinality is Cardinality.UNARY_UNARY:
             reply = await handler(await receiver.single())
@@ -447,7 +431,7 @@ class GrpcServer:
                     await _send(stream, rpc, method, reply)
 
     def _authorize(
-        self, metadata: Sequence[tuple[str, Any]], method: _Method, sock: ServerSocket, stream: Any
+        self, metadata: Sequence[tuple[str, Any]], method: Method, peer: str
     ) -> Principal:
         if self._authenticator is None:
             return ANONYMOUS
@@ -461,9 +445,6 @@ class GrpcServer:
             require(principal, method.role)
         except ServiceError as exc:
             if self._on_auth_failure is not None:
-                peer = next(
-                    (c.peer for c in self._connections if stream.stream_id in c.rpcs), "unknown"
-                )
                 try:
                     self._on_auth_failure(AuthFailure(method=method.path, peer=peer, error=exc))
                 except Exception:  # an auditing hook must not turn a 401 into a 500
@@ -517,76 +498,7 @@ async def serve_grpc(
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _index_methods(services: Sequence[Any]) -> dict[str, _Method]:
-    methods: dict[str, _Method] = {}
-    names: set[str] = set()
-    for service in services:
-        if service.name in names:
-            raise ValueError(f"service {service.name} is given twice")
-        names.add(service.name)
-        for name, bound in service.methods.items():
-            signature = bound.signature
-            path = f"/{service.name}/{name}"
-            methods[path] = _Method(
-                path=path,
-                handler=bound.method_fn,
-                cardinality=signature.cardinality,
-                request_type=signature.request_type,
-                response_type=signature.response_type,
-                role=required_role(bound.method_fn),
-                implemented=not is_generated_placeholder(bound.method_fn),
-            )
-    return methods
-
-
-class _Receiver:
-    """The request messages of one call: decoded, size-checked (the connection refused
-    a message over the method's limit) and, for client streams, held to the body rules."""
-
-    def __init__(self, sock: ServerSocket, stream: Any, method: _Method, clock: BodyClock):
-        self._sock = sock
-        self._stream = stream
-        self._method = method
-        self._clock = clock
-
-    async def single(self) -> Message:
-        first = await self._receive()
-        if first is None:
-            raise ServiceError.invalid("request", "expected one request message, got none")
-        if await self._receive() is not None:
-            raise ServiceError.invalid("request", "expected one request message, got several")
-        return first
-
-    async def messages(self) -> AsyncGenerator[Message, None]:
-        while (message := await self._receive()) is not None:
-            yield message
-
-    async def _receive(self) -> Message | None:
-        clock = self._clock
-        message: Message | None = None
-        with trio.move_on_at(clock.deadline) as timer:
-            try:
-                message = await self._stream.receive_message()
-            except DecodeError:
-                raise ServiceError.invalid(
-                    "request",
-                    f"not a valid {self._method.request_type.DESCRIPTOR.full_name} message",
-                ) from None
-        now = trio.current_time()
-        if timer.cancelled_caught:
-            raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, clock.reason(now), field="request")
-        if message is None:
-            refusal = self._sock.connection.too_large.pop(self._stream.stream_id, None)
-            if refusal is not None:
-                raise ServiceError.resource_exhausted(
-                    f"{refusal} bytes for {self._method.path}", field="request"
-                )
-            return None
-        clock.receive(message.ByteSize(), now)
-        return message
-
-
-async def _send(stream: Any, rpc: _Rpc, method: _Method, reply: object) -> None:
+async def _send(stream: Any, rpc: _Rpc, method: Method, reply: object) -> None:
     if not isinstance(reply, method.response_type):
         raise TypeError(
             f"{method.path} handler produced {type(reply).__name__}, "
@@ -613,35 +525,6 @@ async def _close_quietly(
             error=safe_error_text(single_leaf(exc)),
         )
     sock.finish(stream)
-
-
-def _status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str, str]]]:
-    leaf = single_leaf(exc)
-    if isinstance(leaf, ServiceError):
-        trailers = [("cj-error-code", leaf.code.value)]
-        if leaf.field:
-            trailers.append(("cj-error-field", leaf.field))
-        if leaf.code is ErrorCode.INTERNAL:
-            log.error("grpc call failed", error=str(leaf), exc_info=leaf)
-        return Status(leaf.code.grpc_status, leaf.describe()), trailers
-    if isinstance(leaf, RpcFailedError):
-        return leaf.status, []
-    log.error("grpc call failed with an unexpected error", exc_info=exc)
-    message = f"internal error (request id {request_id})"
-    return Status(StatusCode.INTERNAL, message), [("cj-error-code", ErrorCode.INTERNAL.value)]
-
-
-def _level_of(status: Status) -> int:
-    # OK at debug (a line per call is too much at info); failures at info: the client's
-    # problem, or ours with its traceback already logged at error.
-    return logging.DEBUG if status.status_code is StatusCode.OK else logging.INFO
-
-
-def _request_id(metadata: Sequence[tuple[str, Any]]) -> str:
-    for name, value in metadata:
-        if name == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
-            return value
-    return secrets.token_hex(8)
 
 
 def _host_port(address: Any) -> tuple[str, int]:
