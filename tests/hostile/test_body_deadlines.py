@@ -21,6 +21,7 @@ from tests.factories import make_call
 from tests.fixtures.api import AGENT_TOKEN
 from tests.fixtures.postgres import PostgresServer
 from tests.hostile.conftest import MAX_RECORDING_BYTES, ThreadedApi, bounded_api
+from tests.hostile.grpc_raw import RawGrpcPeer
 
 IDLE_S = 30.0  # the idle rule is far away: what answers must be another rule
 
@@ -113,3 +114,38 @@ async def test_a_declared_size_over_the_limit_is_refused_at_once(api: ThreadedAp
         )
     assert status == 413, body
     assert elapsed < 3  # was: after the idle timeout, draining a body that never came
+
+
+@pytest.fixture(scope="module")
+def h2_api(
+    postgres_server: PostgresServer,
+    template_database: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ThreadedApi]:
+    with bounded_api(
+        postgres_server,
+        template_database,
+        tmp_path_factory,
+        rest_h2_max_concurrent_streams=8,
+        rest_keep_alive_timeout_s=0.3,
+    ) as running:
+        yield running
+
+
+async def test_rest_over_http2_is_bounded_too(h2_api: ThreadedApi) -> None:
+    with trio.fail_after(10):
+        async with RawGrpcPeer(h2_api.rest_port) as peer:  # HTTP/2 with prior knowledge
+            stream = peer.request(
+                [
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/healthz"),
+                    (":authority", "x"),
+                ],
+                end=True,
+            )
+            assert (await peer.finish(stream)).headers[":status"] == "200"
+            assert peer.conn.remote_settings.max_concurrent_streams == 8
+            assert peer.conn.remote_settings.max_frame_size == 16 * 1024
+            await peer.until(lambda: False)  # no request open: closed at keep-alive
+        assert peer.closed
