@@ -28,8 +28,8 @@ slow storage does not fill the memory. Every body is held to the body rules
 `min_rate_bytes_per_s` on average after `rate_grace_s`, or longer than `timeout_s` in
 all, and the request ends with 408 at that moment. A request refused before its body
 was read (wrong token, unknown call, too big) is answered at once: a small rest of a
-body with a declared length is drained for at most `DRAIN_TIMEOUT_S` so the connection
-stays usable; otherwise (big, chunked, stalled) the body is not read, the answer says
+body (declared, or chunked) is drained for at most `DRAIN_TIMEOUT_S` so the connection
+stays usable; otherwise (big, too slow, stalled) the body is not read, the answer says
 `Connection: close` and the connection is closed.
 
 Decisions worth knowing as a client:
@@ -229,11 +229,9 @@ class _RestApp(QuartTrio):
         if not isinstance(body, BufferedBody) or body.complete:
             return
         declared = request.content_length
-        # A chunked body may never end, and a stalled one will not move: answer now.
-        worth_reading = (
-            declared is not None
-            and declared - body.received <= DRAIN_LIMIT_BYTES
-            and not body.stalled
+        # A stalled body will not move: answer now. Others get DRAIN_TIMEOUT_S at most.
+        worth_reading = not body.stalled and (
+            declared is None or declared - body.received <= DRAIN_LIMIT_BYTES
         )
         if worth_reading and await self._drain(body):
             return
