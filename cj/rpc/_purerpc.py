@@ -177,6 +177,8 @@ class ServerConnection(_Connection):
             },
         )
         self.h2_connection.max_inbound_frame_size = limits.max_frame_bytes
+        # Enforced when decoding (h2 only applies the setting to hpack once acknowledged).
+        self.h2_connection.decoder.max_header_list_size = limits.max_header_list_bytes
 
     def initiate_connection(self) -> None:
         self.h2_connection.initiate_connection()

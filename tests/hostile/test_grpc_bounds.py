@@ -18,7 +18,11 @@ from cj.codec import call_to_pb
 from cj.config import ApiConfig
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, open_channel
-from cj.rpc.limits import MAX_REQUEST_MESSAGE_BYTES, MAX_UPLOAD_MESSAGE_BYTES
+from cj.rpc.limits import (
+    MAX_REQUEST_MESSAGE_BYTES,
+    MAX_UPLOAD_MESSAGE_BYTES,
+    STREAM_WINDOW_BYTES,
+)
 from tests.factories import make_call
 from tests.fixtures.api import AGENT_TOKEN, READER_TOKEN
 from tests.fixtures.postgres import PostgresServer
@@ -91,6 +95,9 @@ async def test_streams_beyond_the_cap_are_refused_alone(api: ThreadedApi) -> Non
             ids = [peer.start("SearchByPhone", READER_TOKEN) for _ in range(cap + 3)]
             await peer.until(lambda: all(peer.streams[i].reset_code for i in ids[cap:]))
             assert peer.conn.remote_settings.max_concurrent_streams == cap
+            assert peer.conn.remote_settings.initial_window_size == STREAM_WINDOW_BYTES
+            assert peer.conn.remote_settings.max_frame_size == 16 * 1024
+            assert peer.conn.max_outbound_frame_size == 16 * 1024
             refused = [i for i in ids if peer.streams[i].reset_code is not None]
             assert refused == ids[cap:]
             assert {peer.streams[i].reset_code for i in refused} == {
@@ -100,6 +107,15 @@ async def test_streams_beyond_the_cap_are_refused_alone(api: ThreadedApi) -> Non
             # The admitted streams are answered (header-only: at the unary deadline).
             first = await peer.finish(ids[0])
             assert first.status == DEADLINE_EXCEEDED
+
+
+async def test_a_header_list_over_the_limit_ends_the_connection(api: ThreadedApi) -> None:
+    with trio.fail_after(5):
+        async with RawGrpcPeer(grpc_port(api)) as peer:
+            call = peer.start("SearchByPhone", READER_TOKEN, extra=[("x-pad", "p" * 20_000)])
+            await peer.until(lambda: peer.goaway is not None)
+        assert peer.goaway is not None or peer.closed  # h2 default: 64 KiB
+        assert peer.streams[call].status is None
 
 
 async def test_a_silent_connection_is_closed(api: ThreadedApi) -> None:
