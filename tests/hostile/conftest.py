@@ -58,18 +58,22 @@ def remember_output(where: str, text: str) -> None:
 
 def token_leaks() -> list[str]:
     """Where a configured token appears in captured output (empty: none)."""
-    return [
-        f"{where}: token of length {len(token)} in {text[max(0, text.find(token) - 120) :][:300]!r}"
-        for where, text in CAPTURED_OUTPUT
-        for token in CONFIGURED_TOKENS
-        if token in text
-    ]
+    leaks = []
+    for where, text in CAPTURED_OUTPUT:
+        for token in CONFIGURED_TOKENS:
+            at = text.find(token)
+            if at >= 0:
+                excerpt = text[max(0, at - 120) : at + len(token) + 120].replace(token, "<TOKEN>")
+                leaks.append(f"{where}: a configured token in {excerpt!r}")
+    return leaks
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "teardown":  # its sections hold the setup's and the call's too
+        return
     for name, text in report.sections:
         if text:
-            remember_output(f"{report.nodeid} ({report.when}, {name})", text)
+            remember_output(f"{report.nodeid} ({name})", text)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
