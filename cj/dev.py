@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -658,7 +659,11 @@ def dev(
                 from cj.pgcluster import find_pg_bin
 
                 url = stack.enter_context(private_database(layout, bin_dir=find_pg_bin()))
-                where = f"{url}   (private cluster in {layout.pg_data}, log {layout.root}/pg.log)"
+                shown = urlsplit(url)._replace(netloc=f"cj@{urlsplit(url).netloc.split('@')[-1]}")
+                where = (
+                    f"{urlunsplit(shown)}   (password in {layout.pg_password_file}; "
+                    f"private cluster in {layout.pg_data}, log {layout.root}/pg.log)"
+                )
             migrate(url)  # logs each migration it applies
             dev_settings = build_settings(
                 settings,
