@@ -17,7 +17,7 @@ import trio
 
 from cj.config import ConfigError, LoggingConfig
 from cj.errors import single_leaf
-from cj.logs import configure_logging
+from cj.logs import configure_logging, register_settings_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,7 @@ class Serve(Protocol[S]):
 def run_daemon(name: str, serve: Serve[S], settings: S, logging: LoggingConfig) -> int:
     """Run `serve` until it returns after a graceful shutdown; return the exit status."""
     configure_logging(logging)
+    register_settings_secrets(settings)
     prefer_event_loop_latency()
     try:
         trio.run(_supervise, name, serve, settings)

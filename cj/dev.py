@@ -7,6 +7,7 @@ on the first run and reused by the next:
     var/pg/           private PostgreSQL cluster (unless a database URL is configured)
     var/pg.log        its server log
     var/tokens.json   the bearer tokens, generated once (mode 0600)
+    var/pg-password   the private cluster's password, generated once (mode 0600)
     var/spool/        the agent's source "local": drop CDRs (*.json) and WAVs here
     var/archive/DAY/  files the server acknowledged (the agent archives, never deletes)
     var/storage/temp/, var/storage/recordings/   uploaded WAVs, encoded MP3s
@@ -37,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -101,6 +103,10 @@ class DevLayout:
         return self.root / "tokens.json"
 
     @property
+    def pg_password_file(self) -> Path:
+        return self.root / "pg-password"
+
+    @property
     def spool(self) -> Path:
         return self.root / "spool"
 
@@ -117,10 +123,15 @@ class DevLayout:
         return self.root / "storage" / "recordings"
 
     def create(self) -> None:
+        """Create the directories, each 0700 (var/ itself 0711 as root: PostgreSQL then
+        runs as `postgres` and must pass through it to var/pg, without listing it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
         for path in (self.spool, self.archive, self.temp_storage, self.recordings_storage):
             path.mkdir(parents=True, exist_ok=True)
-        # As root, PostgreSQL runs as `postgres` and must reach var/pg through var/.
-        self.root.chmod(self.root.stat().st_mode | 0o755)
+            while path != self.root:
+                path.chmod(0o700)
+                path = path.parent
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,38 @@ class DevTokens:
 
     def __repr__(self) -> str:
         return "DevTokens(agent=***, reader=***)"
+
+
+# Whatever `cj dev` writes (recordings, archived WAVs, logs) is its user's alone.
+PRIVATE_UMASK = 0o077
+
+
+def restrict_umask() -> int:
+    """Make every file and directory this process creates 0600/0700; the old umask."""
+    return os.umask(PRIVATE_UMASK)
+
+
+def load_or_create_secret(path: Path) -> str:
+    """A random secret kept in `path` (mode 0600), generated the first time."""
+    if path.exists():
+        secret = path.read_text().strip()
+        if len(secret) < 16:
+            raise DevError(f"{path} holds no valid secret; delete it to generate a new one")
+        path.chmod(0o600)
+        return secret
+    secret = secrets.token_urlsafe(24)
+    _write_private(path, secret + "\n")
+    return secret
+
+
+def _write_private(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    partial.replace(path)
 
 
 def load_or_create_tokens(path: Path) -> DevTokens:
@@ -150,13 +193,7 @@ def load_or_create_tokens(path: Path) -> DevTokens:
         return tokens
     tokens = DevTokens(agent=secrets.token_urlsafe(24), reader=secrets.token_urlsafe(24))
     text = json.dumps({"agent": tokens.agent, "reader": tokens.reader}, indent=2) + "\n"
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    partial.replace(path)
+    _write_private(path, text)
     return tokens
 
 
@@ -322,11 +359,16 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
 
 
 @contextlib.contextmanager
-def private_database(layout: DevLayout, *, bin_dir: Path | None) -> Iterator[str]:
+def private_database(
+    layout: DevLayout, *, bin_dir: Path | None, fast: bool = False
+) -> Iterator[str]:
     """Start (creating it the first time) the cluster in var/pg; stop it on exit.
 
     `bin_dir` holds initdb and pg_ctl (`cj.pgcluster.find_pg_bin()`); None is a DevError
-    saying what to install. Durable settings: this is the developer's data.
+    saying what to install. Durable settings (`fast` only for tests): this is the
+    developer's data. Only its own user, with the password kept in var/pg-password,
+    gets in (scram-sha-256, over TCP and over the unix socket inside the 0700 var/pg);
+    a cluster created by an older `cj dev` that trusted every local user is converted.
     """
     from cj.pgcluster import ClusterError, LocalCluster, free_port
 
@@ -341,7 +383,14 @@ def private_database(layout: DevLayout, *, bin_dir: Path | None) -> Iterator[str
         )
     _check_reachable_by_server(layout.pg_data)
     try:
-        cluster = LocalCluster(data_dir=layout.pg_data, port=free_port(), bin_dir=bin_dir)
+        password = load_or_create_secret(layout.pg_password_file)
+        cluster = LocalCluster(
+            data_dir=layout.pg_data,
+            port=free_port(),
+            bin_dir=bin_dir,
+            password=password,
+            fast=fast,
+        )
         if cluster.running:  # left behind by a run that was killed: we do not know its port
             log.warning("stale_cluster_stopped", data_dir=str(cluster.data_dir))
             cluster.stop()
@@ -353,6 +402,8 @@ def private_database(layout: DevLayout, *, bin_dir: Path | None) -> Iterator[str
             f"the private PostgreSQL cluster in {layout.pg_data} failed: {exc}"
         ) from None
     try:
+        if cluster.secure():
+            log.warning("postgres_secured", note="it trusted every local user; now a password")
         cluster.create_database(DATABASE_NAME)
         log.info(
             "postgres_started",
@@ -589,6 +640,7 @@ def dev(
     from cj.db.migrate import migrate
     from cj.logs import configure_logging
 
+    restrict_umask()  # before anything is written
     settings = load_tool_settings(config_path)
     configure_logging(settings.logging)
     ignored = ignored_settings(settings)
@@ -611,7 +663,11 @@ def dev(
                 from cj.pgcluster import find_pg_bin
 
                 url = stack.enter_context(private_database(layout, bin_dir=find_pg_bin()))
-                where = f"{url}   (private cluster in {layout.pg_data}, log {layout.root}/pg.log)"
+                shown = urlsplit(url)._replace(netloc=f"cj@{urlsplit(url).netloc.split('@')[-1]}")
+                where = (
+                    f"{urlunsplit(shown)}   (password in {layout.pg_password_file}; "
+                    f"private cluster in {layout.pg_data}, log {layout.root}/pg.log)"
+                )
             migrate(url)  # logs each migration it applies
             dev_settings = build_settings(
                 settings,

@@ -4,6 +4,12 @@ Used by `make run` in native mode (a cluster under `./var/pg` that survives rest
 and by the test suite (a throwaway cluster in a temporary directory). PostgreSQL
 refuses to run as root, so when we are root the server runs as the `postgres` user
 (or `nobody`) and owns its data directory.
+
+Authentication: with a `password`, every connection (TCP and the unix socket, which
+lives in the 0700 data directory) must give it (scram-sha-256), so other users of the
+machine cannot use the database; a cluster created earlier with `trust` is converted
+when it starts (`secure`). Without one (throwaway test and benchmark clusters) local
+connections are trusted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 # Settings that trade durability for speed: for throwaway test clusters only.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -68,7 +75,8 @@ def _server_account() -> pwd.struct_passwd | None:
 
 @dataclass
 class LocalCluster:
-    """One PostgreSQL cluster in `data_dir`, listening on `host:port` (trust auth)."""
+    """One PostgreSQL cluster in `data_dir`, listening on `host:port`; scram-sha-256 with
+    `password` for `superuser`, else trust (see the module doc)."""
 
     data_dir: Path
     port: int
@@ -77,6 +85,7 @@ class LocalCluster:
     fast: bool = False
     extra_settings: Sequence[str] = ()
     bin_dir: Path | None = field(default=None)
+    password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.absolute()
@@ -103,19 +112,72 @@ class LocalCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.data_dir)
         self.data_dir.chmod(0o700)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            self.superuser,
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            *(["--no-sync"] if self.fast else []),
+        auth = ["-A", "trust"]
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pwfile"
+        if self.password is not None:
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(self.password + "\n")
+            self._chown(pwfile)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.superuser,
+                *auth,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                *(["--no-sync"] if self.fast else []),
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    @property
+    def trusts_local_users(self) -> bool:
+        """Whether pg_hba.conf lets someone in without a password."""
+        hba = self.data_dir / "pg_hba.conf"
+        return any(
+            line.split()[-1] == "trust"
+            for line in hba.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
         )
+
+    def secure(self) -> bool:
+        """With a password: make a running cluster that trusts local users demand it
+        (set the password, rewrite pg_hba.conf to scram-sha-256, reload). True if it did."""
+        if self.password is None or not self.trusts_local_users:
+            return False
+        import psycopg
+        from psycopg import sql
+
+        url = f"postgresql://{quote(self.superuser)}@{self.host}:{self.port}/postgres"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(self.superuser), sql.Literal(self.password)
+                )
+            )
+        hba = self.data_dir / "pg_hba.conf"
+        rules = [
+            "# Written by cj: every connection needs the password (scram-sha-256).",
+            "local   all   all                  scram-sha-256",
+            "host    all   all   127.0.0.1/32   scram-sha-256",
+            "host    all   all   ::1/128        scram-sha-256",
+            "",
+        ]
+        partial = hba.with_name("pg_hba.conf.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write("\n".join(rules))
+        self._chown(partial)
+        partial.replace(hba)
+        self._run("pg_ctl", "-D", str(self.data_dir), "reload")
+        return True
 
     def start(self, timeout_s: float = 60.0) -> None:
         settings = [
@@ -162,7 +224,10 @@ class LocalCluster:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.superuser}@{self.host}:{self.port}/{dbname}"
+        user = quote(self.superuser, safe="")
+        if self.password is not None:
+            user += ":" + quote(self.password, safe="")
+        return f"postgresql://{user}@{self.host}:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> None:
         import psycopg

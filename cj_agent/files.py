@@ -52,6 +52,7 @@ def move_into(
             _link_or_copy(path, target)
         except FileExistsError:  # someone took the name since we looked
             continue
+        _apply_umask(target)
         _fsync_directory(directory)
         if on_placed is not None:
             on_placed(target)
@@ -60,6 +61,34 @@ def move_into(
     raise FileMoveError(
         errno.EEXIST, f"no free name for {path.name} in {directory} after {MAX_SUFFIX} tries"
     )
+
+
+def process_umask() -> int | None:
+    """This process's umask, read without changing it (os.umask would, for a moment,
+    for every thread); None where the system does not say (not Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _apply_umask(target: Path) -> None:
+    """A kept file gets the permissions of files this process creates: a WAV dropped
+    0644 into the spool is archived 0600 under `cj dev`'s umask 077 (the link keeps
+    the inode, and with it the mode, unless we change it)."""
+    umask = process_umask()
+    if not umask:
+        return
+    try:
+        mode = target.stat().st_mode & 0o7777
+        if mode & umask:
+            target.chmod(mode & ~umask)
+    except OSError:  # not ours to change (another owner): the move matters more
+        pass
 
 
 def _suffixed(name: str, n: int) -> str:

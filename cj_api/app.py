@@ -12,10 +12,12 @@ import structlog
 import trio
 
 from cj.auth import Authenticator
-from cj.config import ApiSettings, ConfigError
+from cj.bodyrate import BodyLimits
+from cj.config import ApiConfig, ApiSettings, ConfigError
 from cj.db import open_database
+from cj.logs import register_settings_secrets
 from cj.queue import open_publisher
-from cj.rpc import make_server_ssl_context, serve_grpc
+from cj.rpc import GrpcLimits, make_server_ssl_context, serve_grpc
 from cj.storage import FilesystemStorage, StorageError, Storages, open_storages
 from cj_api.grpc_service import CallJournalGrpc
 from cj_api.links import LinkSigner
@@ -75,6 +77,7 @@ async def serve(
             "auth.tokens is empty: configure at least one token (role agent for PBX agents, "
             "reader for clients); see README 'Configuration'"
         )
+    register_settings_secrets(settings)  # kept out of every log line from here on
     ssl_context = _ssl_context(settings)
     client_id = f"cj-api-{socket.gethostname()}-{os.getpid()}"
     async with (
@@ -110,6 +113,7 @@ async def serve(
                 config.link_secret.get_secret_value().encode() if config.link_secret else None,
                 config.link_ttl_s,
             ),
+            body_limits=body_limits(config),
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -122,7 +126,7 @@ async def serve(
                     port=config.grpc_port,
                     ssl_context=ssl_context,
                     authenticator=authenticator,
-                    default_deadline_s=config.default_deadline_s,
+                    limits=grpc_limits(config),
                     grace_period_s=config.grace_period_s,
                     shutdown_trigger=stop.wait,
                 )
@@ -136,6 +140,8 @@ async def serve(
                     tls_cert_file=config.tls_cert_file,
                     tls_key_file=config.tls_key_file,
                     grace_period_s=config.grace_period_s,
+                    h2_max_concurrent_streams=config.rest_h2_max_concurrent_streams,
+                    keep_alive_timeout_s=config.rest_keep_alive_timeout_s,
                     shutdown_trigger=stop.wait,
                 )
             )
@@ -167,6 +173,29 @@ async def _purge_abandoned_uploads(storages: Storages) -> None:
                 continue
             if removed:
                 log.info("stale_uploads_removed", storage=storage.name, count=removed)
+
+
+def body_limits(config: ApiConfig) -> BodyLimits:
+    """The request body rules of `config` (REST bodies and gRPC client streams)."""
+    return BodyLimits(
+        idle_timeout_s=config.body_idle_timeout_s,
+        min_rate_bytes_per_s=config.body_min_rate_bytes_per_s,
+        rate_grace_s=config.body_rate_grace_s,
+        timeout_s=config.body_timeout_s,
+    )
+
+
+def grpc_limits(config: ApiConfig) -> GrpcLimits:
+    """What one gRPC connection may hold, from `config`."""
+    return GrpcLimits(
+        max_concurrent_streams=config.grpc_max_concurrent_streams,
+        connection_window_bytes=config.grpc_connection_window_bytes,
+        preface_timeout_s=config.grpc_preface_timeout_s,
+        idle_timeout_s=config.grpc_idle_timeout_s,
+        unary_deadline_s=config.default_deadline_s,
+        stream_deadline_s=config.stream_deadline_s,
+        body=body_limits(config),
+    )
 
 
 def _ssl_context(settings: ApiSettings) -> ssl.SSLContext | None:

@@ -270,7 +270,7 @@ _ERROR_DESCRIPTIONS = {
     "source the token may not write (PERMISSION_DENIED)",
     "404": "No such call, recording or route (NOT_FOUND)",
     "405": "Method not allowed on this path (UNIMPLEMENTED)",
-    "408": "The request body stalled (DEADLINE_EXCEEDED)",
+    "408": "The request body stalled or was too slow (see api.body_*; DEADLINE_EXCEEDED)",
     "409": "Conflict: FAILED_PRECONDITION (the call does not exist yet) or "
     "ALREADY_EXISTS (a different recording is stored)",
     "410": "The recording was purged after its retention period (GONE)",

@@ -28,10 +28,14 @@ malformed HTTP with 400) are hypercorn's and have empty bodies.
 
 Request bodies are streamed with backpressure: the server stops reading from the socket
 while more than `BODY_BUFFER_BYTES` wait for the handler, so a fast client uploading to a
-slow storage does not fill the memory. A body that stays silent for `body_idle_timeout_s`
-ends the request with 408. A request refused before its body was read (wrong token,
-unknown call, too big) has a small body drained so the connection stays usable; a big
-one is not read: the answer says `Connection: close` and the connection is closed.
+slow storage does not fill the memory. Every body is held to the body rules
+(`cj.bodyrate.BodyLimits`): silent for `idle_timeout_s`, slower than
+`min_rate_bytes_per_s` on average after `rate_grace_s`, or longer than `timeout_s` in
+all, and the request ends with 408 at that moment. A request refused before its body
+was read (wrong token, unknown call, too big) is answered at once: a small rest of a
+body (declared, or chunked) is drained for at most `DRAIN_TIMEOUT_S` so the connection
+stays usable; otherwise (big, too slow, stalled) the body is not read, the answer says
+`Connection: close` and the connection is closed.
 
 Decisions worth knowing as a client:
 - Uploads need their size up front: `Content-Length`, or `X-Content-Length` with a
@@ -45,6 +49,7 @@ Decisions worth knowing as a client:
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +66,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from cj.auth import Authenticator, Principal, require
+from cj.bodyrate import BodyLimits
 from cj.config import Role
 from cj.db.calls import UpsertOutcome
 from cj.errors import ErrorCode, ServiceError
@@ -117,6 +123,7 @@ DRAIN_LIMIT_BYTES = 1024 * 1024  # read a small unread body before answering, ke
 PARSE_IN_THREAD_BYTES = 256 * 1024  # bigger JSON documents are decoded off the event loop
 DEFAULT_BODY_IDLE_TIMEOUT_S = 60.0
 DEFAULT_LINK_TTL_S = 300.0
+DRAIN_TIMEOUT_S = 1.0  # an early answer waits at most this long for a body's small rest
 # A download may take as long as sending its bytes at this rate needs (plus a minute):
 # a reader stuck for longer holds a storage stream for nothing.
 MIN_SEND_BYTES_PER_S = 64 * 1024
@@ -153,6 +160,7 @@ def create_rest_app(
     *,
     max_recording_bytes: int,
     body_idle_timeout_s: float = DEFAULT_BODY_IDLE_TIMEOUT_S,
+    body_limits: BodyLimits | None = None,
     console: bool = True,
     export_max_calls: int = 50_000,
     export_concurrency: int = 2,
@@ -161,15 +169,20 @@ def create_rest_app(
     """The REST application, to be served by `cj_api.rest_server.serve_rest`.
 
     `max_recording_bytes` bounds uploads (Quart's 16 MB default does not apply; JSON
-    bodies have their own, smaller limits). `body_idle_timeout_s` is how long a request
-    body may stay silent before the request ends with 408. `console` serves the web
-    console at `/`; `export_*` bound the ZIP exports (`cj_api.export`).
+    bodies have their own, smaller limits). `body_limits` are the body rules (408 when
+    one breaks); without them, `body_idle_timeout_s` alone (no rate or total rule).
+    `console` serves the web console at `/`; `export_*` bound the ZIP exports
+    (`cj_api.export`).
     """
     if max_recording_bytes <= 0:
         raise ValueError("max_recording_bytes must be positive")
     if body_idle_timeout_s <= 0:
         raise ValueError("body_idle_timeout_s must be positive")
-    app = _RestApp(metrics, body_idle_timeout_s)
+    if body_limits is None:
+        body_limits = BodyLimits(
+            idle_timeout_s=body_idle_timeout_s, min_rate_bytes_per_s=0, timeout_s=math.inf
+        )
+    app = _RestApp(metrics)
     # The upload route streams up to this; JSON routes enforce their own limits.
     app.config["MAX_CONTENT_LENGTH"] = max_recording_bytes
     # Bodies are iterated, never awaited whole: the idle timeout above applies instead.
@@ -181,7 +194,7 @@ def create_rest_app(
     app.url_map.merge_slashes = False
     app.url_map.converters["call"] = _CallIdConverter
 
-    routes = _Routes(service, authenticator, metrics, body_idle_timeout_s)
+    routes = _Routes(service, authenticator, metrics, body_limits)
     routes.register(app)
     routes.exports = (export_max_calls, trio.CapacityLimiter(export_concurrency))
     routes.links = links or LinkSigner(None, DEFAULT_LINK_TTL_S)
@@ -202,10 +215,9 @@ class _RestApp(QuartTrio):
     asgi_http_class = BackpressureConnection
     request_class = StreamingRequest
 
-    def __init__(self, metrics: ApiMetrics, body_idle_timeout_s: float) -> None:
+    def __init__(self, metrics: ApiMetrics) -> None:
         super().__init__(__name__, static_folder=None)
         self._metrics = metrics
-        self._body_idle_timeout_s = body_idle_timeout_s
 
     async def handle_request(self, request: Any) -> Any:
         started = time.perf_counter()
@@ -244,7 +256,10 @@ class _RestApp(QuartTrio):
         if not isinstance(body, BufferedBody) or body.complete:
             return
         declared = request.content_length
-        worth_reading = declared is None or declared - body.received <= DRAIN_LIMIT_BYTES
+        # A stalled body will not move: answer now. Others get DRAIN_TIMEOUT_S at most.
+        worth_reading = not body.stalled and (
+            declared is None or declared - body.received <= DRAIN_LIMIT_BYTES
+        )
         if worth_reading and await self._drain(body):
             return
         if request.http_version.startswith("1"):  # HTTP/2 resets just the stream
@@ -253,7 +268,7 @@ class _RestApp(QuartTrio):
     async def _drain(self, body: BufferedBody) -> bool:
         """Read and drop the rest of `body`; False if it is too big, too slow or refused."""
         drained = 0
-        with trio.move_on_after(self._body_idle_timeout_s):
+        with trio.move_on_after(DRAIN_TIMEOUT_S):
             try:
                 async for chunk in body:
                     drained += len(chunk)
@@ -293,12 +308,12 @@ class _Routes:
         service: CallJournalService,
         authenticator: Authenticator,
         metrics: ApiMetrics,
-        body_idle_timeout_s: float,
+        body_limits: BodyLimits,
     ) -> None:
         self._service = service
         self._authenticator = authenticator
         self._metrics = metrics
-        self._idle_s = body_idle_timeout_s
+        self._body_limits = body_limits
         self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
         self.exports: tuple[int, trio.CapacityLimiter] = (50_000, trio.CapacityLimiter(2))
         self.links = LinkSigner(None, DEFAULT_LINK_TTL_S)
@@ -357,7 +372,7 @@ class _Routes:
         # Bounded here too: a duplicate upload's body is drained, not checked, by the service.
         size_field = "Content-Length" if request.content_length is not None else "X-Content-Length"
         chunks = IdleTimeoutChunks(
-            request.body, self._idle_s, max_bytes=header.size, size_field=size_field
+            request.body, self._body_limits, max_bytes=header.size, size_field=size_field
         )
         try:
             result = await self._service.upload_recording(principal, header, chunks)
@@ -492,7 +507,7 @@ class _Routes:
         return principal
 
     async def _read_json(self, limit: int) -> Any:
-        """The request's JSON document, read with a size limit and the idle timeout."""
+        """The request's JSON document, read with a size limit and the body rules."""
         media_type = (request.headers.get("Content-Type") or "").split(";", 1)[0]
         if media_type.strip().lower() != "application/json":
             raise RestError(
@@ -505,7 +520,7 @@ class _Routes:
         if declared is not None and declared > limit:
             raise _too_large(limit)
         data = bytearray()
-        async for chunk in IdleTimeoutChunks(request.body, self._idle_s):
+        async for chunk in IdleTimeoutChunks(request.body, self._body_limits):
             data += chunk
             if len(data) > limit:
                 raise _too_large(limit)

@@ -30,6 +30,7 @@ from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 
 from cj.errors import single_leaf
+from cj.logs import safe_error_text
 
 __all__ = ["serve_rest"]
 
@@ -48,6 +49,8 @@ async def serve_rest(
     tls_key_file: Path | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     grace_period_s: float = 10.0,
+    h2_max_concurrent_streams: int = 32,
+    keep_alive_timeout_s: float = 5.0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on `host:port` until `shutdown_trigger` returns (or we are cancelled).
@@ -55,6 +58,12 @@ async def serve_rest(
     Reports the bound port (useful with `port=0`) once the socket listens. TLS is on when
     both `tls_cert_file` and `tls_key_file` are given (PEM files, as in `ApiConfig`).
     Cancellation stops at once; the trigger is the graceful way.
+
+    Bounds: at most `h2_max_concurrent_streams` requests per HTTP/2 connection (each
+    buffers at most `BODY_BUFFER_BYTES` of its body), frames of 16 KiB, header blocks of
+    16 KiB (431 beyond), TLS handshakes of 10 s, and a connection with no request open
+    for `keep_alive_timeout_s` is closed (a connection that never sends a request too).
+    No access log: the app logs each request without its headers.
     """
     if (tls_cert_file is None) != (tls_key_file is None):
         raise ValueError("tls_cert_file and tls_key_file must be given together")
@@ -73,6 +82,11 @@ async def serve_rest(
     config.include_server_header = False
     config.h11_max_incomplete_size = MAX_REQUEST_HEAD_BYTES
     config.alpn_protocols = ["h2", "http/1.1"]
+    config.h2_max_concurrent_streams = h2_max_concurrent_streams
+    config.h2_max_header_list_size = MAX_REQUEST_HEAD_BYTES
+    config.h2_max_inbound_frame_size = 16 * 1024
+    config.keep_alive_timeout = keep_alive_timeout_s
+    config.ssl_handshake_timeout = 10.0
 
     tls = tls_cert_file is not None
     wrapped = wrap_app(app, config.wsgi_max_body_size, None)
@@ -99,7 +113,8 @@ async def serve_rest(
             await connection.run()
         except Exception as exc:
             leaf = single_leaf(exc)
-            log.warning("rest_connection_failed", error=f"{type(leaf).__name__}: {leaf}")
+            # Never the exception's repr: protocol errors may quote header values.
+            log.warning("rest_connection_failed", error=safe_error_text(leaf))
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

@@ -6,12 +6,13 @@ What Quart-Trio lacks for a service that moves recordings of any size:
   reading the socket while more than `BODY_BUFFER_BYTES` of a request body wait for the
   handler (Quart buffers without limit), and a client disconnect after the response is
   complete no longer cancels hypercorn half-way through closing the connection.
-- `IdleTimeoutChunks`: a request body's chunks with an idle timeout (408) and a cap.
+- `IdleTimeoutChunks`: a request body's chunks under the body rules (408) and a cap.
 - `StreamBody`: a download streamed from storage, opened before the answer is chosen.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -24,12 +25,15 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.exceptions import RequestTimeout
 
+from cj.bodyrate import BodyClock, BodyLimits
 from cj.errors import ServiceError
 from cj_api.service import CallJournalService, DownloadInfo
 
 log = structlog.get_logger(__name__)
 
-BODY_BUFFER_BYTES = 1024 * 1024  # read no more from the socket while this much waits
+# Read no more from the socket while this much of a body waits for its handler. With
+# HTTP/2 it is per stream: at most rest h2 streams x this per connection.
+BODY_BUFFER_BYTES = 256 * 1024
 
 
 class BufferedBody(TrioBody):
@@ -40,6 +44,7 @@ class BufferedBody(TrioBody):
         super().__init__(expected_content_length, max_content_length)
         self._room = trio.Event()
         self.received = 0
+        self.stalled = False  # the body broke a deadline: not worth draining
 
     @property
     def complete(self) -> bool:
@@ -111,22 +116,26 @@ class BackpressureConnection(TrioASGIHTTPConnection):
 
 
 class IdleTimeoutChunks:
-    """A request body's chunks; RequestTimeout (408) when none comes for `timeout_s`,
-    INVALID_ARGUMENT naming `size_field` once more than `max_bytes` arrived.
+    """A request body's chunks under the body rules (`cj.bodyrate`: idle time, minimum
+    rate after a grace window, total time): RequestTimeout (408) naming the rule that
+    broke; INVALID_ARGUMENT naming `size_field` once more than `max_bytes` arrived.
 
+    `limits` may be a bare number: an idle timeout alone (no rate or total rule).
     A class, not an async generator, so abandoning it early needs no finalisation.
     """
 
     def __init__(
         self,
         body: Any,
-        timeout_s: float,
+        limits: BodyLimits | float,
         *,
         max_bytes: int | None = None,
         size_field: str = "Content-Length",
     ) -> None:
+        if not isinstance(limits, BodyLimits):
+            limits = BodyLimits(idle_timeout_s=limits, min_rate_bytes_per_s=0, timeout_s=math.inf)
         self._body = body
-        self._timeout_s = timeout_s
+        self._clock = BodyClock(limits, trio.current_time())
         self._max_bytes = max_bytes
         self._size_field = size_field
         self._received = 0
@@ -135,10 +144,12 @@ class IdleTimeoutChunks:
         return self
 
     async def __anext__(self) -> bytes:
+        clock = self._clock
         while True:
-            with trio.move_on_after(self._timeout_s):
+            with trio.move_on_at(clock.deadline):
                 chunk: bytes = await self._body.__anext__()  # StopAsyncIteration ends us
                 if chunk:
+                    clock.receive(len(chunk), trio.current_time())
                     self._received += len(chunk)
                     if self._max_bytes is not None and self._received > self._max_bytes:
                         # Only a chunked body can do this (h11 enforces Content-Length).
@@ -148,9 +159,9 @@ class IdleTimeoutChunks:
                         )
                     return chunk
                 continue
-            raise RequestTimeout(
-                f"the request body stalled: nothing received for {self._timeout_s:g} s"
-            )
+            if isinstance(self._body, BufferedBody):
+                self._body.stalled = True
+            raise RequestTimeout(clock.reason(trio.current_time()))
 
 
 class StreamBody(ResponseBody):

@@ -38,7 +38,28 @@ MEANINGS: dict[str, str] = {
     "api.tls_key_file": "PEM private key for TLS; set with the certificate.",
     "api.max_recording_bytes": "Largest recording accepted by an upload (bytes).",
     "api.grace_period_s": "On SIGTERM, how long requests in flight may take to finish.",
-    "api.default_deadline_s": "Deadline of a gRPC call whose client sent no `grpc-timeout`.",
+    "api.default_deadline_s": (
+        "Deadline of a unary gRPC call whose client sent no `grpc-timeout` (not uploads)."
+    ),
+    "api.stream_deadline_s": "The same for calls that stream their answer (DownloadRecording).",
+    "api.body_idle_timeout_s": (
+        "A request body (REST, gRPC upload stream) silent this long ends: 408 / DEADLINE_EXCEEDED."
+    ),
+    "api.body_min_rate_bytes_per_s": (
+        "Slowest average a request body may have once the grace window is over (0: no rule)."
+    ),
+    "api.body_rate_grace_s": "Seconds at the start of a body before the minimum rate applies.",
+    "api.body_timeout_s": "Longest time a request body (an upload) may take in all.",
+    "api.grpc_max_concurrent_streams": (
+        "gRPC calls open at once per connection; more get RST_STREAM REFUSED_STREAM."
+    ),
+    "api.grpc_connection_window_bytes": (
+        "Request bytes one gRPC connection may send that no handler has taken yet."
+    ),
+    "api.grpc_preface_timeout_s": "A gRPC connection that sends nothing this long is closed.",
+    "api.grpc_idle_timeout_s": "A gRPC connection with no call open this long gets GOAWAY.",
+    "api.rest_h2_max_concurrent_streams": "REST requests open at once per HTTP/2 connection.",
+    "api.rest_keep_alive_timeout_s": "A REST connection with no request open this long is closed.",
     "api.console": "Serve the web console at `/` of the REST port (false: API only).",
     "api.export_max_calls": (
         "Most calls in one export ZIP; a search matching more is cut there "

@@ -231,8 +231,27 @@ class ApiConfig:
     tls_key_file: Path | None = None
     max_recording_bytes: PositiveInt = 2 * 1024**3
     grace_period_s: NonNegativeFloat = 10.0
-    # grpc-timeout a client did not send; uploads of big files need room.
-    default_deadline_s: PositiveFloat = 3600.0
+    # Deadline of a unary gRPC call whose client sent no grpc-timeout (uploads and other
+    # client streams are governed by the body rules below instead).
+    default_deadline_s: PositiveFloat = 30.0
+    # The same for calls that stream their answer (DownloadRecording).
+    stream_deadline_s: PositiveFloat = 3600.0
+    # Request bodies (REST bodies, gRPC client streams): idle time, minimum average rate
+    # once the grace window is over (0: no rate rule), total time.
+    body_idle_timeout_s: PositiveFloat = 60.0
+    body_min_rate_bytes_per_s: NonNegativeFloat = 1024.0
+    body_rate_grace_s: NonNegativeFloat = 30.0
+    body_timeout_s: PositiveFloat = 3600.0
+    # gRPC connections: streams, flow-control credit, silence.
+    grpc_max_concurrent_streams: Annotated[int, Field(ge=1, le=10_000)] = 100
+    grpc_connection_window_bytes: Annotated[int, Field(ge=4 * 1024 * 1024, le=2**31 - 1)] = (
+        8 * 1024 * 1024
+    )
+    grpc_preface_timeout_s: PositiveFloat = 10.0
+    grpc_idle_timeout_s: PositiveFloat = 120.0
+    # REST over HTTP/2 and HTTP/1.1 (hypercorn).
+    rest_h2_max_concurrent_streams: Annotated[int, Field(ge=1, le=10_000)] = 32
+    rest_keep_alive_timeout_s: PositiveFloat = 5.0
     # The web console (cj_api/console/) at `/` of the REST port.
     console: bool = True
     # Bulk export (cj_api/export.py): calls per ZIP (its central directory is held in

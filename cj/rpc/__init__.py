@@ -8,7 +8,8 @@ Server (cj_api):
         serve_grpc, [servicer.service], host=cfg.host, port=cfg.grpc_port,
         ssl_context=make_server_ssl_context(cert, key) if cert else None,
         authenticator=Authenticator(settings.auth),
-        default_deadline_s=cfg.default_deadline_s, grace_period_s=cfg.grace_period_s,
+        limits=grpc_limits(cfg), grace_period_s=cfg.grace_period_s,
+        on_auth_failure=audit_refusal,  # optional: AuthFailure(method, peer, error)
         shutdown_trigger=stop_event.wait))
 
 Handlers raise `cj.errors.ServiceError` for failures the client should see, and call
@@ -22,13 +23,16 @@ generic `Channel.unary_unary / stream_unary / unary_stream`; failures are `RpcEr
 from cj.rpc.access import current_principal, requires
 from cj.rpc.client import Channel, RpcError, RpcUnavailable, open_channel
 from cj.rpc.journal import CHUNK_SIZE, CallJournalClient, file_chunks
-from cj.rpc.server import GrpcServer, serve_grpc
+from cj.rpc.limits import GrpcLimits
+from cj.rpc.server import AuthFailure, GrpcServer, serve_grpc
 from cj.rpc.tls import make_client_ssl_context, make_server_ssl_context
 
 __all__ = [
     "CHUNK_SIZE",
+    "AuthFailure",
     "CallJournalClient",
     "Channel",
+    "GrpcLimits",
     "GrpcServer",
     "RpcError",
     "RpcUnavailable",

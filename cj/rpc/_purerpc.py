@@ -22,6 +22,12 @@ it. We keep both and fix what hurts a long-running service:
   `ClientSocket` ends them with UNAVAILABLE and refuses new calls; and it can cancel a
   call (RST_STREAM), which purerpc cannot.
 
+- No bounds: 64 MiB stream windows, a 1 GiB connection window, 65,536 streams and
+  16 MiB frames per connection, 32 MiB messages for every method. `ServerConnection`
+  applies `cj.rpc.limits.GrpcLimits` instead: per-method message limits (a message
+  over its limit ends its call with RESOURCE_EXHAUSTED, not the connection), bounded
+  windows and frames, and a stream cap enforced with RST_STREAM REFUSED_STREAM.
+
 A stream we stop tracking is removed from purerpc's table only when the reader asks
 for the next bytes (`receive_data`): purerpc dispatches a batch of events with
 checkpoints in between and would fail on a stream removed in the middle of a batch.
@@ -33,19 +39,27 @@ Types: purerpc ships no annotations, so its objects are `Any` here; the public m
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.abc
+import h2.config  # type: ignore[import-untyped]
+import h2.connection  # type: ignore[import-untyped]
 import h2.errors  # type: ignore[import-untyped]
+import h2.settings  # type: ignore[import-untyped]
 import structlog
 import trio
 from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpc_socket import GRPCStreamState, SocketWrapper
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.connection import GRPCConnection
-from purerpc.grpclib.events import MessageReceived, ResponseEnded
+from purerpc.grpclib.events import MessageReceived, RequestEnded, ResponseEnded
+from purerpc.grpclib.exceptions import MessageTooLargeError
 from purerpc.grpclib.status import Status, StatusCode
+
+from cj.logs import safe_error_text
+from cj.rpc.limits import GrpcLimits, message_limit
 
 log = structlog.get_logger(__name__)
 
@@ -100,24 +114,100 @@ class _Connection(GRPCConnection):  # type: ignore[misc]
         return list(super().receive_data(data))
 
 
-class ServerConnection(_Connection):
-    """The server side, with our fixes (see module doc)."""
+class _BoundedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
+    """h2's connection, refusing a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS with
+    RST_STREAM REFUSED_STREAM (a retryable stream error, RFC 9113 §5.1.2) instead of h2's
+    connection error, which would end every call of the connection."""
 
-    def __init__(self) -> None:
+    _admitting = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        if self._admitting:
+            return 0  # let h2 decode the headers (HPACK state) and open the stream
+        count: int = super().open_inbound_streams
+        return count
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        if (
+            frame.stream_id in self.streams
+            or self.open_inbound_streams < self.local_settings.max_concurrent_streams
+        ):
+            return super()._receive_headers_frame(frame)
+        self._admitting = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._admitting = False
+        self.reset_stream(frame.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        self.refused_streams += 1
+        kept = [e for e in events if getattr(e, "stream_id", None) != frame.stream_id]
+        return frames, kept
+
+    refused_streams = 0
+
+
+class ServerConnection(_Connection):
+    """The server side, with our fixes and bounds (see module doc)."""
+
+    def __init__(self, limits: GrpcLimits | None = None) -> None:
+        self.limits = limits or GrpcLimits()
         super().__init__(client_side=False)
+        self.h2_connection = _BoundedH2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        self._set_h2_connection_local_settings()
         self.raw_timeouts: dict[int, str] = {}  # stream id -> grpc-timeout as sent
         self.finished: set[int] = set()  # streams whose RPC is over
+        self.too_large: dict[int, str] = {}  # stream id -> why its message was refused
         self.on_reset: Any = None  # Callable[[int], None], set by ServerSocket
+        self.on_first_bytes: Callable[[], None] | None = None
+        self.bytes_received = 0
+
+    def _set_h2_connection_local_settings(self) -> None:
+        limits: GrpcLimits = getattr(self, "limits", None) or GrpcLimits()
+        codes = h2.settings.SettingCodes
+        self.h2_connection.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                codes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                codes.INITIAL_WINDOW_SIZE: limits.stream_window_bytes,
+                codes.MAX_FRAME_SIZE: limits.max_frame_bytes,
+                codes.MAX_HEADER_LIST_SIZE: limits.max_header_list_bytes,
+            },
+        )
+        self.h2_connection.max_inbound_frame_size = limits.max_frame_bytes
+        # Enforced when decoding (h2 only applies the setting to hpack once acknowledged).
+        self.h2_connection.decoder.max_header_list_size = limits.max_header_list_bytes
+
+    def initiate_connection(self) -> None:
+        self.h2_connection.initiate_connection()
+        increment = self.limits.connection_window_increment
+        if increment:
+            self.h2_connection.increment_flow_control_window(increment)
+
+    def receive_data(self, data: bytes) -> list[Any]:
+        if not self.bytes_received and data and self.on_first_bytes is not None:
+            self.on_first_bytes()
+        self.bytes_received += len(data)
+        return super().receive_data(data)
 
     def _request_received(self, event: Any) -> list[Any]:
         headers = []
+        path = ""
         for name, value in event.headers:
             if name == "grpc-timeout":
                 self.raw_timeouts[event.stream_id] = value
             else:
+                if name == ":path":
+                    path = value
                 headers.append((name, value))
         event.headers = headers
-        return list(super()._request_received(event))
+        events = list(super()._request_received(event))
+        buffer = self.message_read_buffers.get(event.stream_id)
+        if buffer is not None:
+            buffer._max_message_length = message_limit(path)
+        return events
 
     def _data_received(self, event: Any) -> list[Any]:
         if event.stream_id in self.finished:
@@ -126,7 +216,17 @@ class ServerConnection(_Connection):
                 event.flow_controlled_length, event.stream_id
             )
             return []
-        return list(super()._data_received(event))
+        buffer = self.message_read_buffers.get(event.stream_id)
+        try:
+            return list(super()._data_received(event))
+        except MessageTooLargeError as exc:
+            # Refused from the message's length prefix: end the call (the handler sees
+            # RESOURCE_EXHAUSTED), drop what was buffered, and drop what still comes.
+            self.h2_connection.acknowledge_received_data(_unacknowledged(buffer), event.stream_id)
+            self.message_read_buffers.pop(event.stream_id, None)
+            self.finished.add(event.stream_id)
+            self.too_large[event.stream_id] = str(exc)
+            return [RequestEnded(event.stream_id)]
 
     def _stream_ended(self, event: Any) -> list[Any]:
         self.finished.discard(event.stream_id)  # purerpc forgets the stream after this
@@ -140,6 +240,17 @@ class ServerConnection(_Connection):
         if self.on_reset is not None:
             self.on_reset(event.stream_id)
         return []
+
+
+def _unacknowledged(buffer: Any) -> int:
+    """Flow-controlled bytes a purerpc MessageReadBuffer holds (this frame's included):
+    the prefix being parsed, the bytes after it, complete messages not handed out."""
+    if buffer is None:
+        return 0
+    held = buffer._flow_controlled_length or 0
+    held += sum(length for _, length in buffer._buffer._deque)
+    held += sum(length for _, length in buffer._messages)
+    return int(held)
 
 
 def _with_trio_channel(stream: Any) -> Any:
@@ -157,9 +268,9 @@ class ServerSocket(GRPCProtoSocket):  # type: ignore[misc]
     `on_reset(stream_id)` is called when the client resets a stream.
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, limits: GrpcLimits | None = None) -> None:
         super().__init__(GRPCConfiguration(client_side=False), stream)
-        self.connection = ServerConnection()
+        self.connection = ServerConnection(limits)
         self.connection.streams = self._streams
         self._grpc_connection = self.connection
         self._socket = _QuietSocketWrapper(self.connection, stream)
@@ -217,8 +328,9 @@ class ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
         try:
             await super()._reader_thread()
         except Exception as exc:  # h2 protocol errors, TLS errors, resets
-            reason = f"the connection to the server failed: {exc!r}"
-            log.debug("grpc client connection failed", error=repr(exc))
+            # Never repr(exc): h2's protocol errors quote header values (tokens).
+            reason = f"the connection to the server failed: {safe_error_text(exc)}"
+            log.debug("grpc client connection failed", error=safe_error_text(exc))
         self.abandon(reason)
 
     def abandon(self, reason: str) -> None:
@@ -248,7 +360,7 @@ class ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
         try:
             self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         except Exception as exc:  # already closed on the h2 level: nothing to cancel
-            log.debug("grpc stream reset failed", stream_id=stream_id, error=repr(exc))
+            log.debug("grpc stream reset failed", stream_id=stream_id, error=safe_error_text(exc))
             return
         # SocketWrapper.flush only sets an event; the writer task sends the frame.
         self._socket._flush_event.set()

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from purerpc.grpclib.exceptions import StreamClosedError
 
 from cj.errors import ErrorCode
+from cj.logs import safe_error_text
 from cj.rpc._purerpc import ClientSocket
 from cj.rpc.timeouts import grpc_timeout_delta
 
@@ -214,7 +215,10 @@ class Channel:
             )
         except (h2.exceptions.ProtocolError, StreamClosedError) as exc:
             # h2 refuses new streams on a connection the server is closing.
-            raise RpcUnavailable(f"cannot start a call: {exc!r}", method=method) from exc
+            # Not repr(exc): h2 quotes the offending header, which may be our token.
+            raise RpcUnavailable(
+                f"cannot start a call: {safe_error_text(exc)}", method=method
+            ) from None
         stream.expect_message_type(response_type)
         return stream
 

@@ -5,14 +5,24 @@ What it adds to purerpc's `Server`:
 - Our own listener bound to the configured host only (no SO_REUSEPORT, so two servers
   cannot silently share a port), reported through `task_status`, and closed when
   serving stops: after cancellation or shutdown the port refuses connections.
-- The client's `grpc-timeout` is enforced (DEADLINE_EXCEEDED); `default_deadline_s`
-  applies to calls that send none.
+- The client's `grpc-timeout` is enforced (DEADLINE_EXCEEDED); calls that send none get
+  `GrpcLimits.unary_deadline_s` (unary requests), `stream_deadline_s` (streamed answers)
+  or, for client streams, the request body rules (`GrpcLimits.body`: idle time,
+  minimum rate after a grace window, total time) and then `unary_deadline_s`.
+- Bounds (`cj.rpc.limits.GrpcLimits`): per-method message sizes (RESOURCE_EXHAUSTED),
+  stream and connection flow-control windows, a stream cap (RST_STREAM REFUSED_STREAM),
+  a connection that sends no byte within `preface_timeout_s` is closed, and one with no
+  call open for `idle_timeout_s` gets GOAWAY and is closed.
 - Errors: `ServiceError` → its status code and message (plus the trailers
   `cj-error-code` and `cj-error-field`); purerpc's `RpcFailedError` passes through; any
   other exception → INTERNAL "internal error (request id …)", with the traceback logged
   under the same request id. Never purerpc's CANCELLED-with-a-repr.
 - Bearer-token auth from the `authorization` metadata, checked against the method's
-  `@requires` role before any request message is read (see `cj.rpc.access`).
+  `@requires` role before any request message is read (see `cj.rpc.access`). A refusal
+  (UNAUTHENTICATED or PERMISSION_DENIED) is reported to `on_auth_failure`, if given,
+  with the method, the peer address and the error, e.g. to audit refused downloads.
+- No header value reaches a log line or an error text (tokens above all): h2's
+  protocol errors quote header values, so their quoted parts are cut out.
 - Methods a servicer does not override (the generated `raise NotImplementedError`)
   answer UNIMPLEMENTED, not INTERNAL, and need no access policy.
 - A client's RST_STREAM (it gave up) cancels the handler.
@@ -29,13 +39,11 @@ trailers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import logging
 import math
-import re
-import secrets
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,37 +53,27 @@ import anyio.abc
 import structlog
 import trio
 from anyio.streams.tls import TLSStream
-from google.protobuf.message import DecodeError, Message
 from purerpc import Cardinality
-from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
 from cj.auth import Authenticator, Principal, require
-from cj.errors import ErrorCode, ServiceError, single_leaf
-from cj.rpc._purerpc import ServerSocket, is_generated_placeholder
-from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
+from cj.bodyrate import BodyClock
+from cj.errors import ServiceError, single_leaf
+from cj.logs import safe_error_text
+from cj.rpc._calls import Method, Receiver, index_methods, level_of, request_id_of, status_for
+from cj.rpc._purerpc import ServerSocket
+from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal
+from cj.rpc.limits import GrpcLimits
 from cj.rpc.timeouts import parse_grpc_timeout
 
-__all__ = ["GrpcServer", "serve_grpc"]
+__all__ = ["AuthFailure", "GrpcServer", "serve_grpc"]
 
 log = structlog.get_logger(__name__)
 
 # After the grace period, cancelled calls get this long to flush their UNAVAILABLE.
 _ABORT_FLUSH_S = 1.0
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # accept() failures that mean "out of resources for now", not "listener is broken".
 _TRANSIENT_ACCEPT_ERRNOS = frozenset({23, 24, 12, 105})  # ENFILE EMFILE ENOMEM ENOBUFS
-
-
-@dataclass(frozen=True)
-class _Method:
-    path: str  # /package.Service/Method
-    handler: Callable[..., Any]  # purerpc's bound method (takes the message and `request`)
-    cardinality: Cardinality
-    request_type: type[Message]
-    response_type: type[Message]
-    role: Any  # Role, or NO_POLICY
-    implemented: bool  # False: the generated placeholder, answered UNIMPLEMENTED
 
 
 @dataclass(eq=False)
@@ -87,11 +85,23 @@ class _Rpc:
     response_started: bool = False
 
 
+@dataclass(frozen=True)
+class AuthFailure:
+    """A call refused for its credentials (what `on_auth_failure` receives)."""
+
+    method: str  # /package.Service/Method
+    peer: str  # host:port of the client
+    error: ServiceError  # UNAUTHENTICATED or PERMISSION_DENIED, its message for the client
+
+
 @dataclass(eq=False)
 class _Connection:
     peer: str
     rpcs: dict[int, _Rpc] = field(default_factory=dict)
     scope: trio.CancelScope | None = None  # cancels the reader and every RPC
+    # Fires when the connection has been silent (no call open) for too long.
+    idle: trio.CancelScope = field(default_factory=trio.CancelScope)
+    idle_timeout_s: float = math.inf
 
     def reset(self, stream_id: int) -> None:
         rpc = self.rpcs.get(stream_id)
@@ -102,6 +112,14 @@ class _Connection:
     def close(self) -> None:
         if self.scope is not None:
             self.scope.cancel()
+
+    def busy(self) -> None:
+        self.idle.deadline = math.inf
+
+    def quiet(self) -> None:
+        """No call is open (or the first bytes came): the idle time starts now."""
+        if not self.rpcs:
+            self.idle.deadline = trio.current_time() + self.idle_timeout_s
 
 
 class GrpcServer:
@@ -121,12 +139,14 @@ class GrpcServer:
         default_deadline_s: float | None = None,
         grace_period_s: float = 10.0,
         handshake_timeout_s: float = 10.0,
+        limits: GrpcLimits | None = None,
+        on_auth_failure: Callable[[AuthFailure], None] | None = None,
     ) -> None:
         if default_deadline_s is not None and not default_deadline_s > 0:
             raise ValueError(f"default_deadline_s must be > 0 or None, not {default_deadline_s}")
         if not grace_period_s >= 0 or math.isinf(grace_period_s):
             raise ValueError(f"grace_period_s must be finite and >= 0, not {grace_period_s}")
-        self._methods = _index_methods(services)
+        self._methods = index_methods(services)
         if authenticator is not None:
             unguarded = sorted(
                 m.path for m in self._methods.values() if m.implemented and m.role is NO_POLICY
@@ -138,7 +158,11 @@ class GrpcServer:
                 )
         self._ssl_context = ssl_context
         self._authenticator = authenticator
-        self._default_deadline_s = default_deadline_s
+        limits = limits or GrpcLimits()
+        if default_deadline_s is not None:  # the older spelling of limits.unary_deadline_s
+            limits = dataclasses.replace(limits, unary_deadline_s=default_deadline_s)
+        self._limits = limits
+        self._on_auth_failure = on_auth_failure
         self._grace_period_s = grace_period_s
         self._handshake_timeout_s = handshake_timeout_s
         self._connections: set[_Connection] = set()
@@ -244,7 +268,7 @@ class GrpcServer:
 
     async def _serve_connection(self, raw: anyio.abc.SocketStream) -> None:
         peer = _peer_of(raw)
-        connection = _Connection(peer=peer)
+        connection = _Connection(peer=peer, idle_timeout_s=self._limits.idle_timeout_s)
         self._connections.add(connection)
         try:
             async with raw:
@@ -260,12 +284,16 @@ class GrpcServer:
                     if stream is raw:
                         log.info("grpc tls handshake timed out", peer=peer)
                         return
-                async with ServerSocket(stream) as sock:
+                # Until its first bytes (the HTTP/2 preface), then until its first call.
+                connection.idle.deadline = trio.current_time() + self._limits.preface_timeout_s
+                async with ServerSocket(stream, self._limits) as sock:
                     sock.on_reset = connection.reset
+                    sock.connection.on_first_bytes = connection.quiet
                     async with trio.open_nursery() as rpcs:
                         connection.scope = rpcs.cancel_scope
                         if self._draining:  # shutdown began during the TLS handshake
                             rpcs.cancel_scope.cancel()
+                        rpcs.start_soon(self._close_when_idle, connection, sock)
                         async for h2_stream in sock.listen():
                             if self._draining:
                                 await _close_quietly(
@@ -275,16 +303,36 @@ class GrpcServer:
                                 )
                                 continue
                             rpc = _Rpc()
+                            connection.busy()
                             connection.rpcs[h2_stream.stream_id] = rpc
                             rpcs.start_soon(self._run_rpc, connection, sock, h2_stream, rpc)
                         # EOF: the client is gone, so nobody is left to answer.
                         rpcs.cancel_scope.cancel()
         except Exception as exc:  # a broken or misbehaving peer ends only its connection
-            log.info("grpc connection failed", peer=peer, error=repr(exc))
+            # Never repr(exc): h2's protocol errors quote header values (tokens).
+            log.info("grpc connection failed", peer=peer, error=safe_error_text(single_leaf(exc)))
         finally:
             self._connections.discard(connection)
             if self._draining and not self._connections:
                 self._no_connections.set()
+
+    async def _close_when_idle(self, connection: _Connection, sock: ServerSocket) -> None:
+        with connection.idle:
+            await trio.sleep_forever()
+        silent = sock.connection.bytes_received == 0
+        log.info(
+            "grpc connection closed",
+            peer=connection.peer,
+            reason="no preface" if silent else "idle",
+            timeout_s=self._limits.preface_timeout_s if silent else self._limits.idle_timeout_s,
+        )
+        if not silent:
+            try:  # GOAWAY: the client knows no call was lost and opens a new connection
+                sock.connection.h2_connection.close_connection()
+            except Exception as exc:  # the h2 state machine says the connection is over
+                log.debug("grpc goaway not sent", error=safe_error_text(single_leaf(exc)))
+            sock._socket._flush_event.set()
+        connection.close()
 
     # --- one call -----------------------------------------------------------------------
 
@@ -297,14 +345,14 @@ class GrpcServer:
         try:
             event = await stream.receive_event()  # purerpc queued the headers first
             path = f"/{event.service_name}/{event.method_name}"
-            request_id = _request_id(event.custom_metadata)
+            request_id = request_id_of(event.custom_metadata)
             trailers.append(("x-request-id", request_id))
             structlog.contextvars.bind_contextvars(rpc=path, request_id=request_id)
             with rpc.scope:
                 try:
-                    await self._dispatch(sock, stream, event, path, rpc)
+                    await self._dispatch(sock, stream, event, path, rpc, connection.peer)
                 except Exception as exc:
-                    status, extra = _status_for(exc, request_id)
+                    status, extra = status_for(exc, request_id)
                     trailers.extend(extra)
             if rpc.scope.cancelled_caught:
                 if rpc.reset_by_client:
@@ -313,7 +361,7 @@ class GrpcServer:
                 status = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
             await _close_quietly(sock, stream, status, trailers)
             log.log(
-                _level_of(status),
+                level_of(status),
                 "grpc call",
                 code=status.status_code.name,
                 duration_ms=round((trio.current_time() - started) * 1000),
@@ -329,58 +377,79 @@ class GrpcServer:
         finally:
             sock.finish(stream)
             connection.rpcs.pop(stream.stream_id, None)
+            connection.quiet()
             if self._draining and not connection.rpcs:
                 connection.close()
 
     async def _dispatch(
-        self, sock: ServerSocket, stream: Any, event: Any, path: str, rpc: _Rpc
+        self, sock: ServerSocket, stream: Any, event: Any, path: str, rpc: _Rpc, peer: str
     ) -> None:
         method = self._methods.get(path)
         if method is None or not method.implemented:
             raise ServiceError.unimplemented(f"method {path} is not implemented")
+        limits = self._limits
         raw_timeout = sock.connection.raw_timeouts.pop(stream.stream_id, None)
-        timeout = self._default_deadline_s
+        timeout: float | None = None
         if raw_timeout is not None:
             try:
                 timeout = parse_grpc_timeout(raw_timeout)
             except ValueError as exc:
                 raise ServiceError.invalid("grpc-timeout", str(exc)) from None
+        now = trio.current_time()
+        client_streams = method.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
         if timeout is not None:
-            rpc.scope.deadline = trio.current_time() + timeout
-        _set_principal(self._authorize(event.custom_metadata, method))
+            rpc.scope.deadline = now + timeout
+        elif client_streams:  # the body rules govern the request; this is the backstop
+            rpc.scope.deadline = now + limits.body.timeout_s + limits.unary_deadline_s
+        elif method.cardinality is Cardinality.UNARY_STREAM:
+            rpc.scope.deadline = now + limits.stream_deadline_s
+        else:
+            rpc.scope.deadline = now + limits.unary_deadline_s
+        _set_principal(self._authorize(event.custom_metadata, method, peer))
 
         stream.expect_message_type(method.request_type)
+        receiver = Receiver(sock, stream, method, BodyClock(limits.body, now))
         handler = functools.partial(method.handler, request=event)
         if method.cardinality is Cardinality.UNARY_UNARY:
-            reply = await handler(await _single_message(stream, method))
+            reply = await handler(await receiver.single())
             await _send(stream, rpc, method, reply)
         elif method.cardinality is Cardinality.STREAM_UNARY:
-            async with aclosing(_messages(stream, method)) as messages:
+            async with aclosing(receiver.messages()) as messages:
                 reply = await handler(messages)
             await _send(stream, rpc, method, reply)
         elif method.cardinality is Cardinality.UNARY_STREAM:
-            message = await _single_message(stream, method)
+            message = await receiver.single()
             async with aclosing(handler(message)) as replies:
                 async for reply in replies:
                     await _send(stream, rpc, method, reply)
         else:
             async with (
-                aclosing(_messages(stream, method)) as messages,
+                aclosing(receiver.messages()) as messages,
                 aclosing(handler(messages)) as replies,
             ):
                 async for reply in replies:
                     await _send(stream, rpc, method, reply)
 
-    def _authorize(self, metadata: Sequence[tuple[str, Any]], method: _Method) -> Principal:
+    def _authorize(
+        self, metadata: Sequence[tuple[str, Any]], method: Method, peer: str
+    ) -> Principal:
         if self._authenticator is None:
             return ANONYMOUS
-        values = [value for name, value in metadata if name == "authorization"]
-        if len(values) > 1:
-            raise ServiceError.unauthenticated(
-                "malformed authorization: send exactly one authorization header"
-            )
-        principal = self._authenticator.authenticate(values[0] if values else None)
-        require(principal, method.role)
+        try:
+            values = [value for name, value in metadata if name == "authorization"]
+            if len(values) > 1:
+                raise ServiceError.unauthenticated(
+                    "malformed authorization: send exactly one authorization header"
+                )
+            principal = self._authenticator.authenticate(values[0] if values else None)
+            require(principal, method.role)
+        except ServiceError as exc:
+            if self._on_auth_failure is not None:
+                try:
+                    self._on_auth_failure(AuthFailure(method=method.path, peer=peer, error=exc))
+                except Exception:  # an auditing hook must not turn a 401 into a 500
+                    log.exception("grpc auth failure hook failed")
+            raise
         return principal
 
 
@@ -393,6 +462,8 @@ async def serve_grpc(
     authenticator: Authenticator | None = None,
     default_deadline_s: float | None = None,
     grace_period_s: float = 10.0,
+    limits: GrpcLimits | None = None,
+    on_auth_failure: Callable[[AuthFailure], None] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -408,6 +479,8 @@ async def serve_grpc(
         authenticator=authenticator,
         default_deadline_s=default_deadline_s,
         grace_period_s=grace_period_s,
+        limits=limits,
+        on_auth_failure=on_auth_failure,
     )
     async with trio.open_nursery() as nursery:
 
@@ -425,53 +498,7 @@ async def serve_grpc(
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _index_methods(services: Sequence[Any]) -> dict[str, _Method]:
-    methods: dict[str, _Method] = {}
-    names: set[str] = set()
-    for service in services:
-        if service.name in names:
-            raise ValueError(f"service {service.name} is given twice")
-        names.add(service.name)
-        for name, bound in service.methods.items():
-            signature = bound.signature
-            path = f"/{service.name}/{name}"
-            methods[path] = _Method(
-                path=path,
-                handler=bound.method_fn,
-                cardinality=signature.cardinality,
-                request_type=signature.request_type,
-                response_type=signature.response_type,
-                role=required_role(bound.method_fn),
-                implemented=not is_generated_placeholder(bound.method_fn),
-            )
-    return methods
-
-
-async def _single_message(stream: Any, method: _Method) -> Message:
-    first = await _receive(stream, method)
-    if first is None:
-        raise ServiceError.invalid("request", "expected one request message, got none")
-    if await _receive(stream, method) is not None:
-        raise ServiceError.invalid("request", "expected one request message, got several")
-    return first
-
-
-async def _messages(stream: Any, method: _Method) -> AsyncGenerator[Message, None]:
-    while (message := await _receive(stream, method)) is not None:
-        yield message
-
-
-async def _receive(stream: Any, method: _Method) -> Message | None:
-    try:
-        message: Message | None = await stream.receive_message()
-    except DecodeError:
-        raise ServiceError.invalid(
-            "request", f"not a valid {method.request_type.DESCRIPTOR.full_name} message"
-        ) from None
-    return message
-
-
-async def _send(stream: Any, rpc: _Rpc, method: _Method, reply: object) -> None:
+async def _send(stream: Any, rpc: _Rpc, method: Method, reply: object) -> None:
     if not isinstance(reply, method.response_type):
         raise TypeError(
             f"{method.path} handler produced {type(reply).__name__}, "
@@ -492,37 +519,12 @@ async def _close_quietly(
         # also works from a cancelled scope; the connection's writer sends them.
         await stream.close(status, custom_metadata=tuple(trailers))
     except Exception as exc:  # reset by the client, connection lost, already closed
-        log.debug("grpc status not sent", code=status.status_code.name, error=repr(exc))
+        log.debug(
+            "grpc status not sent",
+            code=status.status_code.name,
+            error=safe_error_text(single_leaf(exc)),
+        )
     sock.finish(stream)
-
-
-def _status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str, str]]]:
-    leaf = single_leaf(exc)
-    if isinstance(leaf, ServiceError):
-        trailers = [("cj-error-code", leaf.code.value)]
-        if leaf.field:
-            trailers.append(("cj-error-field", leaf.field))
-        if leaf.code is ErrorCode.INTERNAL:
-            log.error("grpc call failed", error=str(leaf), exc_info=leaf)
-        return Status(leaf.code.grpc_status, leaf.describe()), trailers
-    if isinstance(leaf, RpcFailedError):
-        return leaf.status, []
-    log.error("grpc call failed with an unexpected error", exc_info=exc)
-    message = f"internal error (request id {request_id})"
-    return Status(StatusCode.INTERNAL, message), [("cj-error-code", ErrorCode.INTERNAL.value)]
-
-
-def _level_of(status: Status) -> int:
-    # OK at debug (a line per call is too much at info); failures at info: the client's
-    # problem, or ours with its traceback already logged at error.
-    return logging.DEBUG if status.status_code is StatusCode.OK else logging.INFO
-
-
-def _request_id(metadata: Sequence[tuple[str, Any]]) -> str:
-    for name, value in metadata:
-        if name == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
-            return value
-    return secrets.token_hex(8)
 
 
 def _host_port(address: Any) -> tuple[str, int]:
