@@ -92,7 +92,7 @@ def merge_legs(
                         break
                     out.write(block[:longest])
             _fsync(temporary)
-            os.replace(temporary, target)
+            temporary.replace(target)
         finally:
             temporary.unlink(missing_ok=True)
     _fsync_directory(target.parent)
@@ -107,6 +107,8 @@ def merge_legs(
 
 
 def _open(path: Path, leg: str) -> soundfile.SoundFile:
+    if not path.is_file():
+        raise FileNotFoundError(f"the {leg} leg {path} is gone")
     try:
         sound = soundfile.SoundFile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:

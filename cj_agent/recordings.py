@@ -150,8 +150,10 @@ def parse_reference(value: str) -> Lookup | PurePosixPath:
             f"recording name {value[:80]!r} holds a backslash or a control character"
         )
     path = PurePosixPath(value)
-    if ".." in path.parts or path.name in ("", ".", ".."):
-        raise UnsafeRecordingName(f"recording name {value[:80]!r} is not a file below the directory")
+    if ".." in path.parts or path.name in ("", ".", "..") or value.endswith("/"):
+        raise UnsafeRecordingName(
+            f"recording name {value[:80]!r} is not a file below the directory"
+        )
     return path
 
 
@@ -223,7 +225,12 @@ def merged_name(caller: str, callee: str, fallback: str) -> str:
         match = _LEG_SUFFIX.fullmatch(PurePosixPath(name).stem)
         if match is not None:
             return f"{match['stem']}.wav"
-    prefix = os.path.commonprefix([a.stem, b.stem]).rstrip("-_.")
+    length = 0
+    for x, y in zip(a.stem, b.stem, strict=False):
+        if x != y:
+            break
+        length += 1
+    prefix = a.stem[:length].rstrip("-_.")
     return f"{prefix}.wav" if prefix else fallback
 
 
@@ -237,7 +244,9 @@ def safe_path(recordings_dir: Path, relative: PurePosixPath) -> Path:
     try:
         resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise UnsafeRecordingName(f"recording {str(relative)!r} cannot be resolved: {exc}") from None
+        raise UnsafeRecordingName(
+            f"recording {str(relative)!r} cannot be resolved: {exc}"
+        ) from None
     if resolved == base or not resolved.is_relative_to(base):
         raise UnsafeRecordingName(
             f"recording {str(relative)!r} leads out of the recordings directory {base} "
