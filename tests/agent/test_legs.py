@@ -17,7 +17,7 @@ import pytest
 import soundfile
 import trio
 
-from cj.config import DatabaseConfig, EncoderConfig, EncoderSettings
+from cj.config import AfterSuccess, DatabaseConfig, EncoderConfig, EncoderSettings
 from cj.db import open_database
 from cj.proto import calljournal_pb2 as pb
 from cj.queue.postgres import PostgresPublisher, open_postgres_consumer
@@ -151,3 +151,67 @@ async def _download(
         header = (await anext(parts)).header
         body = b"".join([part.chunk async for part in parts])
     return header, body
+
+
+def _legs(spool: Spool) -> tuple[Path, Path]:
+    day = spool.recordings / "2026" / "03" / "02"
+    return (
+        tone(day / f"{STEM}-in.wav", 440, 1.0, "PCM_16"),
+        tone(day / f"{STEM}-out.wav", 1000, 0.6, "PCM_16"),
+    )
+
+
+async def test_a_redone_merge_is_the_same_upload(running_api: RunningApi, spool: Spool) -> None:
+    """Restarted after the upload but before the legs were finished: the legs are merged
+    again into the same bytes, the server answers duplicate, a stale scratch file from
+    the crash is cleared, and the legs are archived under their own names."""
+    caller, callee = _legs(spool)
+    originals = caller.read_bytes(), callee.read_bytes()
+    document = compact_cdr(recording=f"uniqueid:{UNIQUEID}")
+    cdr = spool.write_cdr(document)
+    settings = agent_settings(
+        spool, running_api.endpoints.grpc_address, after_success=AfterSuccess.ARCHIVE
+    )
+    archived = spool.archive / "2026-03-02"
+    with trio.fail_after(60):
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(lambda s: s.files_done >= 3)
+        assert spool.archived() == sorted(
+            f"2026-03-02/{name}" for name in (cdr.name, caller.name, callee.name)
+        )
+        assert (archived / caller.name).read_bytes() == originals[0]
+        # The state a crash between the acknowledgement and the finishing leaves.
+        for path in (caller, callee):
+            (archived / path.name).rename(path)
+        (archived / cdr.name).rename(cdr)
+        scratch = spool.pending / ".merged" / "pbx-test"
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / f"{document['uuid']}.wav").write_bytes(b"half a merge")
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(lambda s: s.files_done >= 3)
+    assert agent.stats.recordings_uploaded == 1 and agent.stats.recordings_duplicate == 1
+    assert not caller.exists() and not callee.exists() and spool.cdr_files() == []
+    assert list(scratch.iterdir()) == []
+    assert spool.failed_files() == []
+    rows = running_api.query("SELECT original_name FROM recordings")
+    assert rows == [{"original_name": f"{STEM}.wav"}]
+
+
+async def test_the_call_waits_for_its_late_leg(running_api: RunningApi, spool: Spool) -> None:
+    caller, callee = _legs(spool)
+    callee_audio = callee.read_bytes()
+    callee.unlink()
+    document = compact_cdr(recording=f"uniqueid:{UNIQUEID}")
+    spool.write_cdr(document)
+    settings = agent_settings(spool, running_api.endpoints.grpc_address, recording_wait_s=0.3)
+    with trio.fail_after(60):
+        async with running_agent(settings) as agent:
+            await agent.stats.wait_until(lambda s: s.recordings_late >= 1)
+            assert spool.pending_files() == [f"{document['uuid']}.json"]
+            assert server_calls(running_api)[document["uuid"]]["sha256"] is None
+            assert caller.exists()  # one leg is not a recording
+            callee.write_bytes(callee_audio)
+            await agent.stats.wait_until(lambda s: s.recordings_uploaded >= 1)
+            await agent.stats.wait_until(lambda s: s.late_waiting == 0 and s.files_done >= 3)
+    assert not caller.exists() and not callee.exists() and spool.pending_files() == []
+    assert server_calls(running_api)[document["uuid"]]["recording"] == f"{STEM}.wav"
