@@ -57,3 +57,26 @@ def test_legs_that_cannot_be_merged_are_refused_with_the_reason(tmp_path: Path) 
     with pytest.raises(FileNotFoundError):
         merge_legs(tmp_path / "absent.wav", caller, tmp_path / "m.wav")
     assert not (tmp_path / "m.wav").exists()
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "asterisk" / "recordings"
+SAMPLE_STEM = "exten-1002-79161234567-20260302-091504-1772432104.7"
+
+
+def test_the_sample_split_legs_merge_caller_left_callee_right(tmp_path: Path) -> None:
+    """samples/asterisk/recordings: the caller speaks (440 Hz) first, the callee answers
+    (1000 Hz) while the caller is silent, then the caller again."""
+    day = SAMPLE / "2026" / "03" / "02"
+    merged = merge_legs(
+        day / f"{SAMPLE_STEM}-in.wav", day / f"{SAMPLE_STEM}-out.wav", tmp_path / "m.wav"
+    )
+    assert (merged.frames, merged.callee_frames, merged.sample_rate) == (24000, 17600, 8000)
+    data, _ = soundfile.read(merged.path)
+    assert abs(_dominant(data[800:9600, 0]) - 440) < 10  # 0.1–1.2 s: the caller
+    assert abs(_dominant(data[9600:16000, 1]) - 1000) < 10  # 1.2–2.0 s: the callee
+    assert np.abs(data[9700:15900, 0]).max() == 0  # the caller is silent meanwhile
+
+
+def _dominant(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / 8000)[int(np.argmax(spectrum))])
