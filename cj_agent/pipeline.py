@@ -16,9 +16,18 @@ A CDR whose recording is late moves to the source's pending directory: the call 
 the server, the CDR is the restart-safe note of what is still awaited. The source loop
 watches for those recordings and hands them to `deliver_late`.
 
-Anything the server refuses for good (see `uploader.PERMANENT`), an unparsable CDR, or a
-recording name that leads out of the recordings directory is quarantined: moved to
-the failed directory with `<name>.error` saying why. Nothing is ever deleted unsent.
+Which file is the recording is decided by `recordings.recording_target` (names as PBXs
+write them, dated subdirectories, lookups by Asterisk uniqueid). Two leg files (caller,
+callee) are merged into one stereo WAV in the source's scratch directory
+(`<pending>/.merged/<source>/<call uuid>.wav`, fsynced) and that file is uploaded; the
+legs are finished only after the server's acknowledgement, the scratch file removed
+after them. A restart redoes the merge: the same legs give the same bytes, so the
+server answers duplicate.
+
+Anything the server refuses for good (see `uploader.PERMANENT`), an unparsable CDR, a
+recording name that leads out of the recordings directory, or legs that cannot be
+merged are quarantined: moved to the failed directory with `<name>.error` saying why.
+Nothing is ever deleted unsent.
 """
 
 from __future__ import annotations
@@ -27,8 +36,10 @@ import dataclasses
 import enum
 import functools
 import os
+import re
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -48,6 +59,14 @@ from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, RpcError
 from cj_agent.batcher import CallBatcher
 from cj_agent.files import move_into, quarantine
+from cj_agent.merge import LegMergeError, merge_legs
+from cj_agent.recordings import (
+    LOOKUP_PREFIX,
+    RecordingTarget,
+    Resolved,
+    UnsafeRecordingName,
+    recording_target,
+)
 from cj_agent.stats import AgentStats
 from cj_agent.uploader import (
     FileChangedError,
@@ -57,31 +76,14 @@ from cj_agent.uploader import (
     read_chunks,
     upload_timeout,
 )
+from cj_agent.watch import compile_patterns
 
 log = structlog.get_logger(__name__)
 
 NO_RECORDING = (pb.RECORDING_STATUS_UNSPECIFIED, pb.RECORDING_STATUS_NONE)
 
 
-class UnsafeRecordingName(ValueError):
-    """A recording name that would lead out of the recordings directory."""
-
-
-def safe_recording_path(recordings_dir: Path, name: str) -> Path:
-    """`recordings_dir / name`, refusing names (and symlinks) that lead elsewhere."""
-    if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
-        raise UnsafeRecordingName(f"recording name {name[:80]!r} is not a plain file name")
-    base = recordings_dir.resolve()
-    candidate = base / name
-    try:
-        resolved = candidate.resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise UnsafeRecordingName(f"recording {name!r} cannot be resolved: {exc}") from None
-    if resolved == base or not resolved.is_relative_to(base):
-        raise UnsafeRecordingName(
-            f"recording {name!r} leads out of the recordings directory {base} (to {resolved})"
-        )
-    return candidate
+__all__ = ["UnsafeRecordingName"]  # re-exported: it moved to cj_agent.recordings
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class LateRecording:
 
     cdr: Path
     call_uuid: UUID
-    recording: Path
+    target: RecordingTarget
     day: date
 
 
@@ -109,6 +111,7 @@ class SourceContext:
     # tailed source, whose pending notes are compact CDRs (`tail_recordings`).
     note_options: CdrOptions = field(init=False)
     zone: ZoneInfo = field(init=False)
+    recording_pattern: re.Pattern[str] = field(init=False)
     late: dict[str, LateRecording] = field(default_factory=dict)  # by pending CDR name
     log: Any = field(init=False)
     # How long a recording must stay unchanged: settle_s, or event_settle_s while
@@ -123,6 +126,7 @@ class SourceContext:
         if is_line_format(self.source.format):
             self.note_options = dataclasses.replace(self.options, format=CdrFormat.COMPACT)
         self.zone = ZoneInfo(self.source.timezone)
+        self.recording_pattern = compile_patterns(self.source.recording_patterns)
         self.log = log.bind(source=self.source.name)
 
     def count_late(self) -> None:
@@ -133,6 +137,22 @@ class SourceContext:
     def day_of(self, call: Call) -> date:
         """The call's date at the PBX (the archive's subdirectory)."""
         return call.started_at.astimezone(self.zone).date()
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where merged legs wait for their upload (one directory per source)."""
+        return self.source.late_dir / ".merged" / self.source.name
+
+    def resolve(self, call: Call) -> Resolved:
+        """The recording of `call` (worker thread; UnsafeRecordingName if refused)."""
+        return recording_target(
+            self.source.recordings_dir,
+            call.recording_name,
+            call.recording_legs,
+            day=self.day_of(call),
+            fallback_name=f"{call.uuid}.wav",
+            pattern=self.recording_pattern,
+        )
 
     async def pause(self, seconds: float) -> bool:
         """Sleep; False (at once) when the agent is stopping."""
@@ -189,13 +209,22 @@ async def process_cdr(ctx: SourceContext, path: Path) -> None:
         await ctx.quarantine(f"unparsable CDR: {exc}", path)
         return
     bound = bound.bind(call_uuid=str(call.uuid))
-    recording: Path | None = None
-    if call.recording_name is not None:
-        try:
-            recording = safe_recording_path(ctx.source.recordings_dir, call.recording_name)
-        except UnsafeRecordingName as exc:
-            await ctx.quarantine(f"refused recording name: {exc}", path)
-            return
+    try:
+        resolved = await trio.to_thread.run_sync(ctx.resolve, call)
+    except UnsafeRecordingName as exc:
+        await ctx.quarantine(f"refused recording name: {exc}", path)
+        return
+    target = resolved.target
+    day = ctx.day_of(call)
+    if target is None and _is_lookup(call) and await server_has_recording(ctx, call.uuid):
+        # A lookup that finds nothing: a restart after the recording was finished but
+        # before its CDR was. The call is on the server with its recording's name.
+        bound.info("recording_already_on_server")
+        ctx.stats.add(recordings_already_on_server=1)
+        await ctx.finish(day, path)
+        return
+    if resolved.server_name != call.recording_name:
+        call = replace(call, recording_name=resolved.server_name)
     message = call_to_pb(call, include_raw=True)
     try:
         await ctx.calls.add(message)  # batched with other CDRs ready at the same time
@@ -203,47 +232,54 @@ async def process_cdr(ctx: SourceContext, path: Path) -> None:
         await ctx.quarantine(f"the server refused the call: {exc}", path)
         return
     ctx.stats.add(calls_uploaded=1)
-    day = ctx.day_of(call)
-    if recording is None:
+    if target is None:
         await ctx.finish(day, path)
         bound.info("call_uploaded")
         return
     deadline = trio.current_time() + ctx.config.recording_wait_s
     while True:
-        waited = await wait_for_recording(ctx, call.uuid, recording, deadline)
+        waited = await wait_for_recording(ctx, call.uuid, target, deadline)
         if waited is Waited.ABANDONED:
             return
         if waited is Waited.ON_SERVER:
-            bound.info("recording_already_on_server", recording=recording.name)
+            bound.info("recording_already_on_server", recording=target.describe())
             ctx.stats.add(recordings_already_on_server=1)
-            await ctx.finish(day, path)
+            await ctx.finish(day, *target.present(), path)
             return
         if waited is Waited.LATE:
-            await _defer(ctx, path, call.uuid, recording, day)
+            await _defer(ctx, path, call.uuid, target, day)
             bound.warning(
                 "recording_late",
-                recording=recording.name,
+                recording=target.describe(),
                 waited_s=ctx.config.recording_wait_s,
                 note="call uploaded alone; the recording will be sent when it appears",
             )
             return
         delivered = await upload_and_finish(
-            ctx, call.uuid, recording, path, day, load_call=lambda: message
+            ctx, call.uuid, target, path, day, load_call=lambda: message
         )
         if delivered is not Delivered.AGAIN:
             if delivered is Delivered.DONE:
-                bound.info("call_uploaded", recording=recording.name)
+                bound.info("call_uploaded", recording=target.upload_name, legs=target.merged)
             return
+
+
+def _is_lookup(call: Call) -> bool:
+    return call.recording_name is not None and call.recording_name.startswith(LOOKUP_PREFIX)
 
 
 async def deliver_late(ctx: SourceContext, late: LateRecording) -> None:
     """Upload a late recording that appeared (and settled); finish it and its CDR."""
 
     def load_call() -> pb.Call:
-        return call_to_pb(parse_cdr_file(late.cdr, ctx.note_options), include_raw=True)
+        call = parse_cdr_file(late.cdr, ctx.note_options)
+        resolved = ctx.resolve(call)
+        if resolved.server_name != call.recording_name:
+            call = replace(call, recording_name=resolved.server_name)
+        return call_to_pb(call, include_raw=True)
 
     delivered = await upload_and_finish(
-        ctx, late.call_uuid, late.recording, late.cdr, late.day, load_call=load_call
+        ctx, late.call_uuid, late.target, late.cdr, late.day, load_call=load_call
     )
     if delivered is not Delivered.AGAIN:
         ctx.late.pop(late.cdr.name, None)
@@ -252,23 +288,39 @@ async def deliver_late(ctx: SourceContext, late: LateRecording) -> None:
             ctx.log.info(
                 "late_recording_uploaded",
                 call_uuid=str(late.call_uuid),
-                recording=late.recording.name,
+                recording=late.target.upload_name,
+                legs=late.target.merged,
             )
 
 
+def settle_key(paths: tuple[Path, ...]) -> tuple[int, int]:
+    """One (size, mtime) for the file(s) of a recording: total size, newest mtime.
+
+    OSError (FileNotFoundError …) when one of them is gone.
+    """
+    stats = [path.stat() for path in paths]
+    return sum(stat.st_size for stat in stats), max(stat.st_mtime_ns for stat in stats)
+
+
 async def wait_for_recording(
-    ctx: SourceContext, call_uuid: UUID, path: Path, deadline: float
+    ctx: SourceContext, call_uuid: UUID, target: RecordingTarget, deadline: float
 ) -> Waited:
-    """Wait until `path` exists and kept its size and mtime for `ctx.settle_s`."""
+    """Wait until every file of `target` exists and kept its size and mtime for
+    `ctx.settle_s`."""
     settle_s = ctx.settle_s
     seen: tuple[int, int] | None = None
     since = 0.0
     asked_server = False
     while True:
         now = trio.current_time()
-        try:
-            stat = await trio.Path(path).stat()
-        except FileNotFoundError:
+        located = await trio.to_thread.run_sync(target.locate)
+        key: tuple[int, int] | None = None
+        if located is not None:
+            try:
+                key = await trio.to_thread.run_sync(settle_key, located)
+            except FileNotFoundError:
+                key = None
+        if key is None:
             seen = None
             if not asked_server:
                 # A restart after the recording was finished but before its CDR was:
@@ -278,7 +330,6 @@ async def wait_for_recording(
                     return Waited.ON_SERVER
                 now = trio.current_time()
         else:
-            key = (stat.st_size, stat.st_mtime_ns)
             if key != seen:
                 seen, since = key, now
             if now - since >= settle_s:
@@ -306,33 +357,81 @@ async def server_has_recording(ctx: SourceContext, call_uuid: UUID) -> bool:
 async def upload_and_finish(
     ctx: SourceContext,
     call_uuid: UUID,
-    recording: Path,
+    target: RecordingTarget,
     cdr: Path,
     day: date,
     *,
     load_call: Callable[[], pb.Call],
 ) -> Delivered:
-    """Hash and upload `recording`; on acknowledgement finish it, then `cdr`."""
+    """Upload the recording of `target` (its legs merged first); on acknowledgement
+    finish its files, then `cdr`."""
+    located = await trio.to_thread.run_sync(target.locate)
+    if located is None:
+        return Delivered.AGAIN
+    files = (*located, *(path for path in target.extra if path.is_file()))
+    scratch: Path | None = None
+    if target.merged:
+        scratch = ctx.scratch_dir / f"{call_uuid}.wav"
+        try:
+            merged = await trio.to_thread.run_sync(merge_legs, located[0], located[1], scratch)
+        except FileNotFoundError:
+            return Delivered.AGAIN
+        except LegMergeError as exc:
+            await ctx.quarantine(f"the recording's legs cannot be merged: {exc}", *files, cdr)
+            return Delivered.QUARANTINED
+        ctx.log.info(
+            "legs_merged",
+            call_uuid=str(call_uuid),
+            caller=located[0].name,
+            callee=located[1].name,
+            frames=merged.frames,
+            sample_rate=merged.sample_rate,
+        )
+        upload = scratch
+    else:
+        upload = located[0]
     try:
-        digest = await trio.to_thread.run_sync(hash_file, recording)
+        return await _upload_and_finish(
+            ctx, call_uuid, target, upload, files, cdr, day, load_call=load_call
+        )
+    finally:
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
+
+
+async def _upload_and_finish(
+    ctx: SourceContext,
+    call_uuid: UUID,
+    target: RecordingTarget,
+    upload: Path,
+    files: tuple[Path, ...],
+    cdr: Path,
+    day: date,
+    *,
+    load_call: Callable[[], pb.Call],
+) -> Delivered:
+    try:
+        digest = await trio.to_thread.run_sync(hash_file, upload)
     except (FileNotFoundError, FileChangedError):
         return Delivered.AGAIN
     try:
-        reply = await upload_recording(ctx, call_uuid, recording, digest, load_call)
+        reply = await upload_recording(
+            ctx, call_uuid, upload, target.upload_name, digest, load_call
+        )
     except FileNotFoundError:
         return Delivered.AGAIN
     except RpcError as exc:
-        if exc.code is ErrorCode.INVALID_ARGUMENT and _changed_since(recording, digest):
-            ctx.log.info("recording_changed_during_upload", recording=recording.name)
+        if exc.code is ErrorCode.INVALID_ARGUMENT and _changed_since(upload, digest):
+            ctx.log.info("recording_changed_during_upload", recording=upload.name)
             return Delivered.AGAIN
         if exc.code is ErrorCode.ALREADY_EXISTS:
             reason = f"the server already has a different recording for call {call_uuid}: {exc}"
         else:
-            reason = f"the server refused the recording {recording.name}: {exc}"
-        await ctx.quarantine(reason, recording, cdr)
+            reason = f"the server refused the recording {target.upload_name}: {exc}"
+        await ctx.quarantine(reason, *files, cdr)
         return Delivered.QUARANTINED
     ctx.stats.add(recordings_uploaded=1, recordings_duplicate=int(reply.duplicate))
-    await ctx.finish(day, recording, cdr)
+    await ctx.finish(day, *files, cdr)
     return Delivered.DONE
 
 
@@ -340,12 +439,13 @@ async def upload_recording(
     ctx: SourceContext,
     call_uuid: UUID,
     recording: Path,
+    name: str,
     digest: FileDigest,
     load_call: Callable[[], pb.Call],
 ) -> pb.UploadRecordingResponse:
     """UploadRecording through the link; re-adds the call if the server lost it."""
     header = pb.UploadHeader(
-        call_uuid=str(call_uuid), file_name=recording.name, size=digest.size, sha256=digest.sha256
+        call_uuid=str(call_uuid), file_name=name, size=digest.size, sha256=digest.sha256
     )
     timeout_s = upload_timeout(ctx.config.request_timeout_s, digest.size)
     add_first = False
@@ -379,16 +479,28 @@ def _changed_since(path: Path, digest: FileDigest) -> bool:
 
 
 async def _defer(
-    ctx: SourceContext, cdr: Path, call_uuid: UUID, recording: Path, day: date
+    ctx: SourceContext, cdr: Path, call_uuid: UUID, target: RecordingTarget, day: date
 ) -> None:
-    target = await trio.to_thread.run_sync(move_into, cdr, ctx.source.late_dir)
-    ctx.late[target.name] = LateRecording(target, call_uuid, recording, day)
+    moved = await trio.to_thread.run_sync(move_into, cdr, ctx.source.late_dir)
+    ctx.late[moved.name] = LateRecording(moved, call_uuid, target, day)
     ctx.stats.add(recordings_late=1)
     ctx.count_late()
 
 
+# A pending CDR whose uniqueid lookup finds nothing any more: never located, so it is
+# finished once the server says it has the recording (`reconcile_late`).
+_NOTHING_FOUND = RecordingTarget("", ((),))
+
+
 async def load_late(ctx: SourceContext) -> None:
-    """Read the pending directory at start: the recordings still awaited."""
+    """Read the pending directory at start: the recordings still awaited.
+
+    Merged legs left in the scratch directory by a stop or a crash are removed: the
+    legs are still there (they are finished only after the upload) and are merged again.
+    """
+    await trio.to_thread.run_sync(
+        functools.partial(shutil.rmtree, ctx.scratch_dir, ignore_errors=True)
+    )
     directory = ctx.source.late_dir
     try:
         names = sorted(
@@ -402,13 +514,13 @@ async def load_late(ctx: SourceContext) -> None:
         path = directory / name
         try:
             call = await trio.to_thread.run_sync(parse_cdr_file, path, ctx.note_options)
-            if call.recording_name is None:
+            if call.recording_name is None and call.recording_legs is None:
                 raise CdrError("recording", "the CDR no longer names a recording")
-            recording = safe_recording_path(ctx.source.recordings_dir, call.recording_name)
+            target = (await trio.to_thread.run_sync(ctx.resolve, call)).target
         except (CdrError, UnsafeRecordingName) as exc:
             await ctx.quarantine(f"pending CDR cannot be read again: {exc}", path)
             continue
-        ctx.late[name] = LateRecording(path, call.uuid, recording, ctx.day_of(call))
+        ctx.late[name] = LateRecording(path, call.uuid, target or _NOTHING_FOUND, ctx.day_of(call))
     ctx.count_late()
     if ctx.late:
         ctx.log.info("late_recordings_awaited", count=len(ctx.late))
@@ -428,8 +540,11 @@ async def reconcile_late(ctx: SourceContext, batch: int = 1000) -> None:
             return
         have = {state.uuid for state in reply.calls if state.recording_status not in NO_RECORDING}
         for entry in chunk:
-            if str(entry.call_uuid) in have and not entry.recording.exists():
-                await ctx.finish(entry.day, entry.cdr)
+            if str(entry.call_uuid) not in have:
+                continue
+            left = entry.target.present()
+            if entry.target.locate() is None:  # a leg already finished: finish the rest
+                await ctx.finish(entry.day, *left, entry.cdr)
                 ctx.late.pop(entry.cdr.name, None)
                 ctx.stats.add(recordings_already_on_server=1)
     ctx.count_late()

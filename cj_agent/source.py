@@ -32,6 +32,7 @@ from cj_agent.pipeline import (
     load_late,
     process_cdr,
     reconcile_late,
+    settle_key,
 )
 from cj_agent.uploader import Abandoned
 from cj_agent.watch import IdlePoll, ScanResult, SettleTracker, compile_patterns, scan_directory
@@ -227,17 +228,20 @@ class SourceLoop:
 def settled_late_recordings(
     awaited: list[LateRecording], tracker: SettleTracker, now: float
 ) -> tuple[list[LateRecording], int]:
-    """The awaited recordings that appeared and settled, and how many appeared but are
-    still settling (a stat each; worker thread)."""
+    """The awaited recordings whose file(s) appeared and settled, and how many appeared
+    but are still settling (worker thread)."""
     ready = []
     settling = 0
     tracker.begin_scan()
     for late in awaited:
+        located = late.target.locate()
+        if located is None:
+            continue
         try:
-            stat = late.recording.stat()
+            size, mtime_ns = settle_key(located)
         except OSError:
             continue
-        if tracker.observe(late.cdr.name, stat.st_size, stat.st_mtime_ns, now) is True:
+        if tracker.observe(late.cdr.name, size, mtime_ns, now) is True:
             ready.append(late)
         else:
             settling += 1

@@ -28,7 +28,6 @@ from cj_agent.pipeline import (
     SourceContext,
     UnsafeRecordingName,
     deliver_late,
-    safe_recording_path,
     server_has_recording,
 )
 from cj_agent.source import run_guarded, settled_late_recordings  # source imports tail lazily
@@ -98,16 +97,20 @@ class TailRecordings:
             self.noted.add(call.uuid)
             return
         try:
-            recording = safe_recording_path(ctx.source.recordings_dir, call.recording_name)
+            target = (await trio.to_thread.run_sync(ctx.resolve, call)).target
         except UnsafeRecordingName as exc:
             ctx.log.warning("recording_refused", call_uuid=str(call.uuid), reason=str(exc))
             self.noted.add(call.uuid)
             return
-        if not await trio.Path(recording).exists() and await server_has_recording(ctx, call.uuid):
+        if target is None:
+            self.noted.add(call.uuid)  # a lookup that found nothing: no recording
+            return
+        present = await trio.to_thread.run_sync(target.locate)
+        if present is None and await server_has_recording(ctx, call.uuid):
             self.noted.add(call.uuid)  # sent before a restart
             return
         path = await trio.to_thread.run_sync(write_note, ctx.source.late_dir, call)
-        ctx.late[path.name] = LateRecording(path, call.uuid, recording, ctx.day_of(call))
+        ctx.late[path.name] = LateRecording(path, call.uuid, target, ctx.day_of(call))
         ctx.count_late()
         self.noted.add(call.uuid)
 
