@@ -9,6 +9,7 @@ says public); with the replica stopped, searches fall back to the primary and co
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -24,12 +25,15 @@ import httpx
 import psycopg
 import pytest
 import trio
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from cj.config import DatabaseConfig
+from cj.db import open_database
 from cj.db.migrate import migrate
 from cj.pgcluster import LocalCluster, find_pg_bin, free_port
 from cj_api.app import ApiEndpoints, serve
+from cj_api.replica import ReplicaReads
 from tests.fixtures.api import AGENT_TOKEN, READER_TOKEN, api_settings
 
 pytestmark = pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL server binaries")
@@ -247,3 +251,42 @@ def fallback_reads(metrics: str) -> float:
         if line.startswith("cj_api_replica_fallback_reads_total "):
             return float(line.split()[1])
     raise AssertionError("cj_api_replica_fallback_reads_total is not exported")
+
+
+def in_recovery(conn: Any) -> bool:
+    row = conn.execute("SELECT pg_is_in_recovery() AS standby").fetchone()
+    return bool(row["standby"])
+
+
+async def test_replica_reads_fall_back_and_retry_the_replica_after_a_while(
+    replicated: Replicated,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        config = DatabaseConfig(
+            url=SecretStr(replicated.primary_url()), pool_size=2, connect_timeout_s=2.0
+        )
+        replica_config = dataclasses.replace(config, url=SecretStr(replicated.standby_url()))
+        registry = CollectorRegistry()
+        fallbacks = Counter("fallbacks", "test", registry=registry)
+        count = functools.partial(registry.get_sample_value, "fallbacks_total")
+        now = [0.0]
+        async with (
+            open_database(config, name="test-primary") as primary,
+            open_database(replica_config, name="test-replica") as replica,
+        ):
+            reads = ReplicaReads(replica, primary, fallbacks, retry_s=5.0, clock=lambda: now[0])
+            assert await reads.run(in_recovery) is True  # the standby answers
+            await trio.to_thread.run_sync(functools.partial(replicated.standby.stop, "immediate"))
+            try:
+                assert await reads.run(in_recovery) is False  # the primary answered instead
+                assert reads.replica_down and count() == 1
+                await trio.to_thread.run_sync(replicated.standby.start)
+                now[0] = 4.9  # within retry_s: the replica is not tried yet
+                assert await reads.run(in_recovery) is False
+                assert count() == 2
+                now[0] = 5.0
+                assert await reads.run(in_recovery) is True
+                assert not reads.replica_down and count() == 2
+            finally:
+                if not replicated.standby.running:
+                    await trio.to_thread.run_sync(replicated.standby.start)
