@@ -4,9 +4,12 @@ mid-run and nothing may be lost or duplicated.
 
 The balancer (tests/e2e/balancer.py) runs in this test process; the agents know only
 its address, so the agents whose connections went to the killed API see them drop and
-reconnect through the balancer to the live one. The daemons share one machine and its
-loopback interface (no network namespaces: see the issue); each is its own OS process.
-Verification goes to the API that stays up (`api`).
+reconnect through the balancer to the live one. Where the machine allows (root and
+`ip netns`, tests/e2e/netns.py) each agent runs on a "host" of its own, a network
+namespace linked to the test's by a veth pair, and reaches the balancer over that link;
+elsewhere everything shares loopback. The APIs and encoders share the test's namespace
+(they reach the suite's PostgreSQL and SeaweedFS on 127.0.0.1). Verification goes to
+the API that stays up (`api`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from cj.pgcluster import free_port
 from tests.e2e.balancer import Balancer
 from tests.e2e.calls import CallFactory, Inventory, Spool
 from tests.e2e.conftest import Deployment
+from tests.e2e.netns import Host, separate_hosts
 from tests.e2e.stack import READER_TOKEN, Stack
 from tests.e2e.verify import settle_and_verify
 from tests.promtext import total
@@ -83,33 +88,54 @@ async def start_second_encoder(stack: Stack) -> int:
     return port
 
 
-async def start_agent(stack: Stack, spool: Spool, n: int, server: str) -> str:
-    """Agent `n` on `spool`, with its own token, talking to `server` (the balancer)."""
+@dataclass
+class Agent:
+    name: str
+    metrics_host: str
+    metrics_port: int
+
+
+async def start_agent(
+    stack: Stack, spool: Spool, n: int, balancer_port: int, host: Host | None
+) -> Agent:
+    """Agent `n` on `spool`, with its own token, talking to the balancer (from its own
+    network namespace when `host` is given)."""
     env = stack.env()
     name = f"agent-{spool.name}"
-    port = stack.agent_metrics_ports.setdefault(name, free_port())
+    port = free_port()
+    metrics_host = host.address if host else "127.0.0.1"
     env.update(
         {
-            "CJ_AGENT_SERVER": server,
+            "CJ_AGENT_SERVER": f"{host.gateway if host else '127.0.0.1'}:{balancer_port}",
             "CJ_AGENT_TOKEN": agent_token(n),
             "CJ_AGENT_SOURCES": json.dumps([spool.source_config()]),
+            "CJ_AGENT_METRICS_HOST": metrics_host,
             "CJ_AGENT_METRICS_PORT": str(port),
         }
     )
-    await stack.harness.start(name, [sys.executable, "-m", "cj_agent"], env, wait=False)
-    return name
+    argv = [sys.executable, "-m", "cj_agent"]
+    await stack.harness.start(name, host.wrap(argv) if host else argv, env, wait=False)
+    return Agent(name, metrics_host, port)
 
 
-async def scrape(port: int) -> str:
+async def scrape(port: int, host: str = "127.0.0.1") -> str:
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        response = await client.get(f"http://{host}:{port}/metrics")
     response.raise_for_status()
     return response.text
 
 
 async def run_scale_out(
+    make_deployment: Callable[..., Deployment], tmp_path: Path, **options: Any
+) -> dict[str, Any]:
+    with separate_hosts(AGENTS) as hosts:
+        return await _run_scale_out(make_deployment, tmp_path, hosts, **options)
+
+
+async def _run_scale_out(
     make_deployment: Callable[..., Deployment],
     tmp_path: Path,
+    hosts_or_none: list[Host] | None,
     *,
     calls: int,
     kill_after: int,
@@ -135,14 +161,19 @@ async def run_scale_out(
     for name in ("api", "api-2", "encoder", "encoder-2"):
         await harness.wait_ready(name)
     api1, api2 = f"127.0.0.1:{stack.grpc_port}", f"127.0.0.1:{api2_grpc}"
-    balancer = Balancer([("127.0.0.1", stack.grpc_port), ("127.0.0.1", api2_grpc)])
+    hosts = hosts_or_none
+    balancer = Balancer(
+        [("127.0.0.1", stack.grpc_port), ("127.0.0.1", api2_grpc)],
+        host="0.0.0.0" if hosts else "127.0.0.1",  # reachable from every veth link
+    )
     async with trio.open_nursery() as nursery:
         balancer_port: int = await nursery.start(balancer.serve)
         began = time.monotonic()
-        names = [
-            await start_agent(stack, spool, n, f"127.0.0.1:{balancer_port}")
+        agents = [
+            await start_agent(stack, spool, n, balancer_port, hosts[n - 1] if hosts else None)
             for n, spool in enumerate(spools, start=1)
         ]
+        names = [agent.name for agent in agents]
 
         async def api2_busy() -> bool:
             if balancer.forwarded[api2] == 0:
@@ -172,8 +203,9 @@ async def run_scale_out(
         total(await scrape(encoder2_port), "cj_encoder_jobs_total", outcome="stored"),
     ]
     uploaded = 0.0
-    for name in names:
-        uploaded += total(await stack.scrape(name), "cj_agent_calls_uploaded_total")
+    for agent in agents:
+        metrics = await scrape(agent.metrics_port, agent.metrics_host)
+        uploaded += total(metrics, "cj_agent_calls_uploaded_total")
     return {
         **report.figures(),
         "agents": AGENTS,
@@ -190,6 +222,7 @@ async def run_scale_out(
         "settled_s": round(settled_s, 1),
         "calls_per_s": round(calls / settled_s, 1),
         "partials_left_by_kill": len(partials),
+        "network": "netns" if hosts else "loopback",
     }
 
 
@@ -239,7 +272,7 @@ async def test_two_thousand_calls_through_two_apis_one_killed(
             f"through the balancer ({figures['reconnects_to_api1']} new connections to "
             f"api-1); encoders stored {figures['stored_by_encoder1']} + "
             f"{figures['stored_by_encoder2']}; settled in {figures['settled_s']} s "
-            f"({figures['calls_per_s']} calls/s); loopback, no network namespaces"
+            f"({figures['calls_per_s']} calls/s); agents on {figures['network']}"
         ),
         **figures,
     )
