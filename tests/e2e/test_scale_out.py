@@ -29,7 +29,7 @@ import trio
 
 from cj.pgcluster import free_port
 from tests.e2e.balancer import Balancer
-from tests.e2e.calls import CallFactory, Inventory, Spool
+from tests.e2e.calls import CallFactory, CallSpec, Inventory, Spool
 from tests.e2e.conftest import Deployment
 from tests.e2e.netns import Host, separate_hosts
 from tests.e2e.stack import READER_TOKEN, Stack
@@ -149,10 +149,18 @@ async def _run_scale_out(
     spools = [stack.add_spool(f"pbx-{n}") for n in range(1, AGENTS + 1)]
     factory = CallFactory(tmp_path / "audio")
     inventory = Inventory()
-    for n in range(calls):  # every call with a short recording
+    # Every call with a short recording; a quarter is dropped only after the kill, so
+    # every agent has work then (the one whose API died must reconnect to deliver it).
+    late: list[list[CallSpec]] = [[] for _ in spools]
+    first = calls - calls // 4
+    assert kill_after < first
+    for n in range(calls):
         call = factory.make(recording=True, seconds=0.5, fmt=("PCM_16", 8000, 1))
         inventory.add(call)
-        spools[n % AGENTS].drop(call)
+        if n < first:
+            spools[n % AGENTS].drop(call)
+        else:
+            late[n % AGENTS].append(call)
 
     await stack.start_api(wait=False)
     api2_grpc, _ = await start_second_api(stack)
@@ -185,6 +193,8 @@ async def _run_scale_out(
         killed_at = await stack.count("SELECT count(*) FROM calls")
         to_api1_before = balancer.forwarded[api1]
         await harness.kill9("api-2")
+        for spool, calls_late in zip(spools, late, strict=True):
+            spool.drop_all(calls_late)
         for name in names:
             await harness.wait_ready(name)
         report = await settle_and_verify(
@@ -238,7 +248,8 @@ def check(figures: dict[str, Any], calls: int) -> None:
 async def test_two_apis_two_encoders_three_agents_one_api_killed(
     make_deployment: Callable[..., Deployment], tmp_path: Path
 ) -> None:
-    """The quick version: 150 calls, api-2 killed -9 once a third is in."""
+    """The quick version: 150 calls, api-2 killed -9 once a third is in (the last
+    quarter dropped after the kill)."""
     with trio.fail_after(150):
         figures = await run_scale_out(
             make_deployment, tmp_path, calls=150, kill_after=50, timeout_s=120
