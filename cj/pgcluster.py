@@ -240,11 +240,49 @@ class LocalCluster:
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
+    def base_backup(self, data_dir: Path, port: int) -> LocalCluster:
+        """A streaming standby of this (running) cluster in `data_dir`, not yet started.
+
+        `pg_basebackup -R` copies the cluster and writes `standby.signal` and
+        `primary_conninfo`; the initdb default pg_hba trusts replication from loopback.
+        """
+        data_dir = data_dir.absolute()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(data_dir)
+        data_dir.chmod(0o700)
+        self._run(
+            "pg_basebackup",
+            "-d",
+            f"host={self.host} port={self.port} user={self.superuser}",
+            "-D",
+            str(data_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            *(["--no-sync"] if self.fast else []),
+        )
+        return LocalCluster(
+            data_dir=data_dir,
+            port=port,
+            host=self.host,
+            superuser=self.superuser,
+            fast=self.fast,
+            extra_settings=self.extra_settings,
+            bin_dir=self.bin_dir,
+        )
+
     # --- helpers -----------------------------------------------------------------------
 
     def _bin(self, name: str) -> Path:
         assert self.bin_dir is not None
-        return self.bin_dir / name
+        path = self.bin_dir / name
+        if not path.exists():  # bin_dir may hold only symlinks to pg_ctl and initdb
+            beside = (self.bin_dir / "pg_ctl").resolve().parent / name
+            if beside.exists():
+                return beside
+        return path
 
     def _chown(self, path: Path) -> None:
         if self._account is not None:

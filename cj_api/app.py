@@ -22,6 +22,7 @@ from cj.storage import FilesystemStorage, StorageError, Storages, open_storages
 from cj_api.grpc_service import CallJournalGrpc
 from cj_api.links import LinkSigner
 from cj_api.metrics import ApiMetrics
+from cj_api.replica import open_read_database
 from cj_api.rest import create_rest_app
 from cj_api.rest_server import serve_rest
 from cj_api.service import CallJournalService
@@ -82,16 +83,12 @@ async def serve(
     client_id = f"cj-api-{socket.gethostname()}-{os.getpid()}"
     async with (
         open_database(settings.database, wait=False, name="cj-api") as db,
-        open_database(
-            settings.database,
-            wait=False,
-            name="cj-api-read",
-            size=settings.database.read_pool_size,
-        ) as read_db,
+        open_read_database(settings.database) as reads,
         open_storages(settings.storage) as storages,
         open_publisher(settings.queue, db, client_id=client_id) as publisher,
     ):
         metrics = ApiMetrics()
+        read_db = reads.bind(db, metrics.replica_fallback_reads)
         service = CallJournalService(
             db=db,
             read_db=read_db,

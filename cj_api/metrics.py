@@ -36,6 +36,11 @@ class ApiMetrics:
             "Bytes of recordings sent to clients.",
             registry=self.registry,
         )
+        self.replica_fallback_reads = Counter(
+            "cj_api_replica_fallback_reads",
+            "Reads (searches, GetCall) sent to the primary because database.read_url failed.",
+            registry=self.registry,
+        )
 
     def observe(self, protocol: str, route: str, status: str, seconds: float) -> None:
         self.requests.labels(protocol, route, status).inc()

@@ -247,8 +247,8 @@ class CallJournalService:
         require(principal, Role.AGENT)
         if not 1 <= len(uuids) <= MAX_CHECK_UUIDS:
             raise ServiceError.invalid("uuids", f"give 1 to {MAX_CHECK_UUIDS} uuids")
-        return await self._run(
-            functools.partial(check_calls, uuids=uuids, sources=principal.sources), read=True
+        return await self._run(  # on the primary: an agent must see its own writes
+            functools.partial(check_calls, uuids=uuids, sources=principal.sources)
         )
 
     async def set_privacy(
@@ -427,7 +427,9 @@ class CallJournalService:
 
     async def _locate(self, call_uuid: uuid_module.UUID) -> DownloadInfo:
         for _ in range(3):  # the encoder may move the file between our reads
-            record = await self._run(functools.partial(get_call, call_uuid=call_uuid), read=True)
+            # On the primary, never a replica: a replica behind a call made private
+            # would still say public.
+            record = await self._run(functools.partial(get_call, call_uuid=call_uuid))
             if record is None:
                 raise ServiceError.not_found(f"no call {call_uuid}")
             recording = record.recording

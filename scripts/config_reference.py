@@ -204,6 +204,10 @@ MEANINGS: dict[str, str] = {
         "cj-api only: more connections, for searches, lookups and downloads, "
         "so ingest cannot queue them."
     ),
+    "database.read_url": (
+        "cj-api only: a streaming replica for searches and GetCall (downloads decide on "
+        "the primary); unset = the primary; reads fall back to the primary while it is down."
+    ),
     "database.connect_timeout_s": "Time allowed to connect.",
     "database.statement_timeout_s": "Longest statement (0: no limit).",
     # storage

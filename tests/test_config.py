@@ -167,3 +167,12 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(ApiSettings, env={})
     with pytest.raises(AttributeError):
         settings.api.grpc_port = 1  # type: ignore[misc]
+
+
+def test_database_read_url_is_optional_and_secret() -> None:
+    assert load_settings(ApiSettings, env={}).database.read_url is None
+    url = "postgresql://cj:hunter2@replica:5432/calljournal"
+    settings = load_settings(ApiSettings, env={"CJ_DATABASE_READ_URL": url})
+    read_url = settings.database.read_url
+    assert read_url is not None and read_url.get_secret_value() == url
+    assert "hunter2" not in repr(settings.database)

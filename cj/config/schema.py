@@ -80,6 +80,10 @@ class DatabaseConfig:
     # cj-api's separate connections for searches, lookups and downloads, so that a burst
     # of ingest (each write waits for its commit to reach the disk) cannot queue them.
     read_pool_size: PositiveInt = 4
+    # A streaming replica for those searches and lookups (never for writes, CheckCalls
+    # or the download decision); None = the primary. Reads fall back to the primary
+    # while the replica is down.
+    read_url: SecretStr | None = None
     connect_timeout_s: PositiveFloat = 10.0
     statement_timeout_s: NonNegativeFloat = 30.0  # 0 = no limit
 
