@@ -1,13 +1,14 @@
 """One TCP connection to nsqd: magic, IDENTIFY, a frame reader, serialized sends.
 
-`serve_connection` is started with `nursery.start`: it connects, sends the `  V2` magic
-and IDENTIFY, hands back an `NsqConnection` once nsqd has answered, and then reads
-frames until the connection ends. It answers `_heartbeat_` with NOP, passes message
-frames to `on_message`, and matches `OK`/`CLOSE_WAIT`/JSON and fatal error frames to
-the command that is waiting for them: nsqd executes one connection's commands in order,
-so responses arrive in the order the commands were sent. The non-fatal errors
-(`E_FIN_FAILED`, `E_REQ_FAILED`, `E_TOUCH_FAILED`) answer commands that have no success
-response, so they are logged rather than matched.
+`serve_connection` is started with `nursery.start`: it connects and completes the
+handshake (`handshake`: magic, IDENTIFY, TLS, AUTH), hands back an `NsqConnection`
+once nsqd has answered, and then reads frames until the connection ends. It answers
+`_heartbeat_` with NOP, passes message frames to `on_message`, and matches
+`OK`/`CLOSE_WAIT`/JSON and fatal error frames to the command that is waiting for them:
+nsqd executes one connection's commands in order, so responses arrive in the order the
+commands were sent. The non-fatal errors (`E_FIN_FAILED`, `E_REQ_FAILED`,
+`E_TOUCH_FAILED`) answer commands that have no success response, so they are logged
+rather than matched.
 
 A lost connection is not an exception in the owner's nursery: `serve_connection`
 returns, `closed` becomes true, `error` says why, and waiting requests fail with
@@ -16,7 +17,6 @@ NsqConnectionLost. The owner reconnects.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -25,14 +25,15 @@ import structlog
 import trio
 
 from cj.queue.nsq import wire
-from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqProtocolError
+from cj.queue.nsq.errors import NsqConnectionLost, NsqProtocolError
+from cj.queue.nsq.handshake import ConnectionOptions, open_stream
 
 log = structlog.get_logger(__name__)
 
 MessageHandler = Callable[["NsqConnection", wire.MessageFrame], Awaitable[None]]
 
 _ASYNC_ERRORS: Final = frozenset({"E_FIN_FAILED", "E_REQ_FAILED", "E_TOUCH_FAILED"})
-_RECEIVE_BYTES: Final = 64 * 1024
+_RECEIVE_BYTES: Final = 256 * 1024
 
 
 class _Pending:
@@ -61,9 +62,11 @@ class NsqConnection:
         *,
         heartbeat_interval_s: float,
         on_message: MessageHandler | None,
+        identity: str | None = None,
     ) -> None:
         self.address = address
         self.negotiated = negotiated
+        self.identity = identity  # who the auth server says we are (AUTH), if any
         self.heartbeat_interval_s = heartbeat_interval_s
         self.error: NsqConnectionLost | None = None
         self._stream = stream
@@ -204,39 +207,38 @@ class NsqConnection:
 
 async def serve_connection(
     address: str,
+    options: ConnectionOptions,
     *,
-    identify: bytes,
-    heartbeat_interval_s: float,
     on_message: MessageHandler | None = None,
-    connect_timeout_s: float = 10.0,
     task_status: trio.TaskStatus[NsqConnection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Connect and IDENTIFY, report the `NsqConnection`, then read until it ends.
+    """Connect and IDENTIFY (TLS, AUTH), report the `NsqConnection`, then read until it ends.
 
     Failing to connect or to IDENTIFY raises (from `nursery.start`): NsqConnectionLost
-    for network trouble, NsqError if nsqd refused the IDENTIFY. Once started, this
-    returns normally when the connection ends; `connection.error` says why.
+    for network trouble, NsqConfigError for settings nsqd refused or security it
+    requires, NsqError/NsqAuthError for other refusals. Once started, this returns
+    normally when the connection ends; `connection.error` says why.
     """
-    host, port = wire.parse_address(address, setting="nsqd address")
-    try:
-        with trio.fail_after(connect_timeout_s):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-    except (OSError, trio.TooSlowError) as exc:
-        raise NsqConnectionLost(f"cannot connect to nsqd at {address}: {exc!r}") from exc
+    opened = await open_stream(address, options)
+    stream = opened.stream
     connection: NsqConnection | None = None
     try:
-        decoder = wire.FrameDecoder()
-        negotiated = await _handshake(address, stream, decoder, identify, connect_timeout_s)
         connection = NsqConnection(
             address,
             stream,
-            decoder,
-            negotiated,
-            heartbeat_interval_s=heartbeat_interval_s,
+            opened.decoder,
+            opened.negotiated,
+            heartbeat_interval_s=options.heartbeat_interval_s,
             on_message=on_message,
+            identity=opened.identity,
         )
         task_status.started(connection)
-        log.debug("nsq_connected", address=address, nsqd_version=negotiated.version)
+        log.debug(
+            "nsq_connected",
+            address=address,
+            nsqd_version=opened.negotiated.version,
+            tls=opened.negotiated.tls_v1,
+        )
         with connection._reader_scope:
             try:
                 await connection._read_frames()
@@ -253,45 +255,3 @@ async def serve_connection(
         if connection is not None:
             connection._closed.set()
             log.debug("nsq_disconnected", address=address, reason=str(connection.error))
-
-
-async def _handshake(
-    address: str,
-    stream: trio.abc.Stream,
-    decoder: wire.FrameDecoder,
-    identify: bytes,
-    timeout_s: float,
-) -> wire.Negotiated:
-    try:
-        with trio.fail_after(timeout_s):
-            await stream.send_all(wire.MAGIC_V2 + identify)
-            while True:
-                frame = decoder.next_frame()
-                if frame is not None:
-                    break
-                data = await stream.receive_some(_RECEIVE_BYTES)
-                if not data:
-                    raise NsqConnectionLost(f"nsqd at {address} closed the connection on IDENTIFY")
-                decoder.feed(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise NsqConnectionLost(f"IDENTIFY with nsqd at {address} failed: {exc!r}") from exc
-    except trio.TooSlowError as exc:
-        raise NsqConnectionLost(
-            f"nsqd at {address} did not answer IDENTIFY in {timeout_s:g}s"
-        ) from exc
-    if isinstance(frame, wire.ErrorFrame):
-        raise frame.to_exception(address)
-    if not isinstance(frame, wire.ResponseFrame):
-        raise NsqProtocolError(f"nsqd at {address} answered IDENTIFY with {type(frame).__name__}")
-    negotiated = wire.parse_identify_response(frame.data)
-    if negotiated.auth_required:
-        raise NsqConfigError(
-            f"nsqd at {address} requires AUTH (auth_required=true in its IDENTIFY answer);"
-            " this client does not implement AUTH"
-        )
-    return negotiated
-
-
-def to_ms(seconds: float) -> int:
-    """Whole milliseconds, as IDENTIFY wants heartbeat_interval and msg_timeout."""
-    return math.floor(seconds * 1000)

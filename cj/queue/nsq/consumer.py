@@ -38,10 +38,17 @@ from cj.config import QueueConfig
 from cj.queue.base import BadJob, ConsumerStopped, Delivery, EncodeJob, JobConsumer
 from cj.queue.nsq import lookupd, wire
 from cj.queue.nsq._nursery import background_nursery
-from cj.queue.nsq.connection import NsqConnection, serve_connection, to_ms
-from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqError, NsqProtocolError
+from cj.queue.nsq.connection import NsqConnection, serve_connection
+from cj.queue.nsq.errors import (
+    NsqAuthError,
+    NsqConfigError,
+    NsqConnectionLost,
+    NsqError,
+    NsqProtocolError,
+)
+from cj.queue.nsq.handshake import explain_refusal, options_from_config, to_ms
 from cj.queue.nsq.policy import Backoff, distribute_rdy, jittered
-from cj.queue.nsq.publisher import USER_AGENT, check_heartbeat
+from cj.queue.nsq.publisher import USER_AGENT
 
 log = structlog.get_logger(__name__)
 
@@ -154,7 +161,6 @@ class NsqConsumer(JobConsumer):
     def __init__(self, config: QueueConfig, *, client_id: str, close_timeout_s: float) -> None:
         self.topic = wire.validate_topic(config.topic)
         self.channel = wire.validate_channel(config.channel)
-        check_heartbeat(config)
         if config.lease_s < 1:
             raise NsqConfigError(
                 f"queue.lease_s (NSQ msg_timeout) must be at least 1 (nsqd's minimum), "
@@ -176,15 +182,15 @@ class NsqConsumer(JobConsumer):
             )
         self._config = config
         self._max_in_flight = config.max_in_flight
-        self._heartbeat_s = to_ms(config.heartbeat_interval_s) / 1000
         self._msg_timeout_ms = to_ms(config.lease_s)
-        self._identify = wire.identify(
+        self._options = options_from_config(
+            config,
             client_id=client_id,
             hostname=socket.gethostname(),
             user_agent=USER_AGENT,
-            heartbeat_interval_ms=to_ms(config.heartbeat_interval_s),
             msg_timeout_ms=self._msg_timeout_ms,
         )
+        self._heartbeat_s = self._options.heartbeat_interval_s
         self._close_timeout_s = close_timeout_s
         self._producers: dict[str, _Producer] = {}
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[_Link, wire.MessageFrame]](
@@ -197,6 +203,9 @@ class NsqConsumer(JobConsumer):
         self._running = 0
         self._all_done = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # A refusal retrying cannot cure (settings, TLS, AUTH): receive() raises it.
+        self.failure: NsqConfigError | NsqError | None = None
+        self._ever_subscribed = False
 
     # --- JobConsumer ----------------------------------------------------------------
 
@@ -206,6 +215,8 @@ class NsqConsumer(JobConsumer):
             try:
                 link, message = await self._inbox.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self.failure is not None:
+                    raise self.failure from None
                 raise ConsumerStopped("the NSQ consumer is stopped") from None
             if not link.alive:
                 # Its connection died while it waited here: nsqd has requeued it, and an
@@ -256,8 +267,13 @@ class NsqConsumer(JobConsumer):
         return sorted(link.address for link in self._links())
 
     async def wait_subscribed(self, count: int = 1) -> None:
-        """Return once at least `count` connections are subscribed."""
+        """Return once at least `count` connections are subscribed.
+
+        Raises the consumer's `failure` if it gave up (a refusal retrying cannot cure).
+        """
         while len(self._links()) < count:
+            if self.failure is not None:
+                raise self.failure
             await self._links_changed.wait()
 
     # --- internals --------------------------------------------------------------------
@@ -344,6 +360,10 @@ class NsqConsumer(JobConsumer):
                     try:
                         await self._subscribe_and_serve(producer)
                     except (NsqConnectionLost, NsqError, NsqConfigError) as exc:
+                        if self._is_fatal(exc):
+                            assert not isinstance(exc, NsqConnectionLost)
+                            await self._give_up(producer, exc)
+                            break
                         log.warning(
                             "nsq_subscribe_failed", address=producer.address, error=str(exc)
                         )
@@ -363,6 +383,38 @@ class NsqConsumer(JobConsumer):
             self._running -= 1
             if self._running == 0:
                 self._all_done.set()
+
+    def _is_fatal(self, error: Exception) -> bool:
+        """A refusal that reconnecting with the same settings cannot cure.
+
+        E_AUTH_FAILED is also nsqd's answer when its auth server is unreachable, so it
+        is fatal only at start: once subscribed, it is retried like a lost connection.
+        """
+        if isinstance(error, NsqConfigError):
+            return True
+        if isinstance(error, NsqAuthError) and error.code == "E_AUTH_FAILED":
+            return not self._ever_subscribed
+        if isinstance(error, NsqAuthError):
+            return True
+        return isinstance(error, NsqError) and error.code in {
+            "E_BAD_TOPIC",
+            "E_BAD_CHANNEL",
+            "E_BAD_BODY",
+        }
+
+    async def _give_up(self, producer: _Producer, error: NsqConfigError | NsqError) -> None:
+        log.error(
+            "nsq_consumer_failed",
+            address=producer.address,
+            topic=self.topic,
+            channel=self.channel,
+            error=str(error),
+        )
+        if self.failure is None:
+            self.failure = error
+        producer.retired = True
+        self._notify_links_changed()
+        await self.stop_receiving()
 
     async def _subscribe_and_serve(self, producer: _Producer) -> None:
         """Connect, SUB and serve until the connection ends; raise if SUB never happened."""
@@ -404,13 +456,13 @@ class NsqConsumer(JobConsumer):
             partial(
                 serve_connection,
                 link.address,
-                identify=self._identify,
-                heartbeat_interval_s=self._heartbeat_s,
+                self._options,
                 on_message=partial(self._on_message, link),
             )
         )
         link.connection = connection
         negotiated = connection.negotiated
+        self._check_negotiated(link.address, negotiated)
         if negotiated.msg_timeout_ms not in (None, self._msg_timeout_ms):
             log.warning(
                 "nsq_msg_timeout_differs",
@@ -418,16 +470,50 @@ class NsqConsumer(JobConsumer):
                 asked_ms=self._msg_timeout_ms,
                 got_ms=negotiated.msg_timeout_ms,
             )
-        answer = await connection.request(wire.subscribe(self.topic, self.channel))
+        try:
+            answer = await connection.request(wire.subscribe(self.topic, self.channel))
+        except NsqError as exc:
+            raise explain_refusal(
+                exc,
+                command="SUB",
+                topic=self.topic,
+                channel=self.channel,
+                identity=connection.identity,
+            ) from exc
         if answer != wire.OK:
             raise NsqProtocolError(f"nsqd at {link.address} answered SUB with {answer[:80]!r}")
+        self._ever_subscribed = True
         log.info(
             "nsq_subscribed",
             address=link.address,
             topic=self.topic,
             channel=self.channel,
             nsqd_version=negotiated.version,
+            tls=negotiated.tls_v1,
+            auth_identity=connection.identity,
+            output_buffer_timeout_ms=negotiated.output_buffer_timeout_ms,
         )
+
+    def _check_negotiated(self, address: str, negotiated: wire.Negotiated) -> None:
+        """Log where nsqd's IDENTIFY answer differs from what the settings asked for."""
+        if negotiated.max_rdy_count < self._max_in_flight:
+            log.warning(
+                "nsq_max_in_flight_capped",
+                address=address,
+                setting="queue.max_in_flight",
+                configured=self._max_in_flight,
+                nsqd_max_rdy_count=negotiated.max_rdy_count,
+            )
+        asked_buffer = self._config.nsq_output_buffer_timeout_ms
+        got_buffer = negotiated.output_buffer_timeout_ms
+        if got_buffer is not None and got_buffer != asked_buffer:
+            log.warning(
+                "nsq_output_buffer_timeout_differs",
+                address=address,
+                setting="queue.nsq_output_buffer_timeout_ms",
+                asked_ms=asked_buffer,
+                got_ms=got_buffer,
+            )
 
     async def _drain_when_asked(self, link: _Link) -> None:
         await link.drain_requested.wait()

@@ -86,17 +86,20 @@ def format_address(host: str, port: int) -> str:
 # --- commands ------------------------------------------------------------------------
 
 
-def identify(
+def identify_body(
     *,
     client_id: str,
     hostname: str,
     user_agent: str,
     heartbeat_interval_ms: int,
     msg_timeout_ms: int | None,
-) -> bytes:
-    """IDENTIFY with feature negotiation; `msg_timeout_ms=None` keeps nsqd's default.
+    output_buffer_timeout_ms: int | None = None,
+    tls: bool = False,
+) -> dict[str, Any]:
+    """The IDENTIFY document; `None` keeps nsqd's default for that setting.
 
-    TLS, snappy, deflate and sampling are not requested, so the connection stays plain.
+    Snappy, deflate and sampling are never requested (see docs: not worth it for
+    ~100-byte jobs), so only TLS can change the stream after IDENTIFY.
     """
     body: dict[str, Any] = {
         "client_id": client_id,
@@ -107,7 +110,58 @@ def identify(
     }
     if msg_timeout_ms is not None:
         body["msg_timeout"] = msg_timeout_ms
+    if output_buffer_timeout_ms is not None:
+        body["output_buffer_timeout"] = output_buffer_timeout_ms
+    if tls:
+        body["tls_v1"] = True
+    return body
+
+
+def identify_command(body: dict[str, Any]) -> bytes:
     return bytes(_pynsq.identify(body))
+
+
+def identify(
+    *,
+    client_id: str,
+    hostname: str,
+    user_agent: str,
+    heartbeat_interval_ms: int,
+    msg_timeout_ms: int | None,
+) -> bytes:
+    """IDENTIFY with feature negotiation; `msg_timeout_ms=None` keeps nsqd's default."""
+    return identify_command(
+        identify_body(
+            client_id=client_id,
+            hostname=hostname,
+            user_agent=user_agent,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            msg_timeout_ms=msg_timeout_ms,
+        )
+    )
+
+
+def auth(secret: str) -> bytes:
+    """AUTH with the secret as its size-prefixed body (pynsq has it too, as `auth`)."""
+    data = secret.encode()
+    if not data:
+        raise NsqConfigError("queue.nsq_auth_secret must not be empty")
+    return b"AUTH\n" + _SIZE.pack(len(data)) + data
+
+
+def parse_auth_response(data: bytes) -> tuple[str | None, int | None]:
+    """(identity, permission_count) from nsqd's AUTH answer."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise NsqProtocolError(f"AUTH response is not JSON: {data[:80]!r}") from None
+    if not isinstance(doc, dict):
+        raise NsqProtocolError(f"AUTH response is not a JSON object: {data[:80]!r}")
+    identity = doc.get("identity")
+    return (
+        identity if isinstance(identity, str) else None,
+        _int(doc, "permission_count", None),
+    )
 
 
 def subscribe(topic: str, channel: str) -> bytes:
@@ -241,6 +295,11 @@ class FrameDecoder:
             self._offset = 0
         self._buffer += data
 
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet returned as frames."""
+        return len(self._buffer) - self._offset
+
     def frames(self) -> Iterator[Frame]:
         """Every complete frame fed so far; raises NsqProtocolError on garbage."""
         while True:
@@ -292,9 +351,12 @@ class Negotiated:
     max_msg_timeout_ms: int | None = None
     version: str = ""
     auth_required: bool = False
+    tls_v1: bool = False
+    output_buffer_timeout_ms: int | None = None
+    output_buffer_size: int | None = None
 
 
-def parse_identify_response(data: bytes) -> Negotiated:
+def parse_identify_response(data: bytes, *, tls_requested: bool = False) -> Negotiated:
     """The negotiated features; NsqProtocolError if nsqd enabled one we did not ask for."""
     if data == OK:
         return Negotiated()  # nsqd without feature negotiation
@@ -304,7 +366,7 @@ def parse_identify_response(data: bytes) -> Negotiated:
         raise NsqProtocolError(f"IDENTIFY response is neither OK nor JSON: {data[:80]!r}") from None
     if not isinstance(doc, dict):
         raise NsqProtocolError(f"IDENTIFY response is not a JSON object: {data[:80]!r}")
-    for feature in ("tls_v1", "snappy", "deflate"):
+    for feature in ("snappy", "deflate") if tls_requested else ("tls_v1", "snappy", "deflate"):
         # The stream would switch encoding right after this frame; we cannot follow.
         if doc.get(feature):
             raise NsqProtocolError(f"nsqd enabled {feature}, which was not requested")
@@ -314,6 +376,9 @@ def parse_identify_response(data: bytes) -> Negotiated:
         max_msg_timeout_ms=_int(doc, "max_msg_timeout", None),
         version=str(doc.get("version", "")),
         auth_required=bool(doc.get("auth_required", False)),
+        tls_v1=bool(doc.get("tls_v1", False)),
+        output_buffer_timeout_ms=_int(doc, "output_buffer_timeout", None),
+        output_buffer_size=_int(doc, "output_buffer_size", None),
     )
 
 
