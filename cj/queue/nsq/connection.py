@@ -18,7 +18,7 @@ NsqConnectionLost. The owner reconnects.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -30,10 +30,12 @@ from cj.queue.nsq.handshake import ConnectionOptions, open_stream
 
 log = structlog.get_logger(__name__)
 
-MessageHandler = Callable[["NsqConnection", wire.MessageFrame], Awaitable[None]]
+MessageHandler = Callable[["NsqConnection", wire.MessageFrame], None]
 
 _ASYNC_ERRORS: Final = frozenset({"E_FIN_FAILED", "E_REQ_FAILED", "E_TOUCH_FAILED"})
 _RECEIVE_BYTES: Final = 256 * 1024
+# Above this much unsent output, `send` waits for the writer (bounded memory).
+_HIGH_WATER_BYTES: Final = 1024 * 1024
 
 
 class _Pending:
@@ -51,7 +53,15 @@ class _Pending:
 
 
 class NsqConnection:
-    """An identified connection to one nsqd. Made by `serve_connection`."""
+    """An identified connection to one nsqd. Made by `serve_connection`.
+
+    Commands are appended to an output buffer that one writer task sends: whatever
+    piles up while a send is under way goes out in the next single write, so a
+    consumer's FINs and a publisher's concurrent PUBs cost one system call per batch,
+    not per command. A caller is never cancelled half-way through a command (the
+    stream stays in sync), and a cancelled request leaves its place in the response
+    queue, so later answers still match their commands.
+    """
 
     def __init__(
         self,
@@ -72,11 +82,15 @@ class NsqConnection:
         self._stream = stream
         self._decoder = decoder
         self._on_message = on_message
-        self._send_lock = trio.Lock()
         self._pending: deque[_Pending] = deque()
         self._reader_scope = trio.CancelScope()
         self._closed = trio.Event()
-        # A send that cannot complete within this is a dead peer (nsqd uses the
+        self._out = bytearray()
+        self._out_ready = trio.Event()
+        self._drained = trio.Event()
+        self._drained.set()
+        self._last_read = trio.current_time()
+        # A write that cannot complete within this is a dead peer (nsqd uses the
         # heartbeat interval as its own write deadline).
         self._send_timeout_s = max(heartbeat_interval_s, 5.0)
 
@@ -92,10 +106,26 @@ class NsqConnection:
         """Return when the socket is closed (for any reason)."""
         await self._closed.wait()
 
+    def send_nowait(self, command: bytes) -> None:
+        """Queue a command that has no success response (RDY, FIN, REQ, TOUCH, NOP).
+
+        NsqConnectionLost if the connection is gone. What was queued before a failure
+        may not have reached nsqd, which is then redelivering those messages anyway.
+        """
+        self._check_open()
+        self._queue(command)
+
     async def send(self, command: bytes) -> None:
-        """Send a command that has no success response (RDY, FIN, REQ, TOUCH, NOP)."""
-        async with self._send_lock:
-            await self._send_locked(command)
+        """`send_nowait`, then wait while the output buffer is over its high mark."""
+        self.send_nowait(command)
+        if len(self._out) > _HIGH_WATER_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Return once everything queued so far was written (or the connection failed)."""
+        while self._out and not self.closed:
+            await self._drained.wait()
+        self._check_open()
 
     async def request(self, command: bytes) -> bytes:
         """Send a command and return its response (`OK`, `CLOSE_WAIT`, JSON).
@@ -103,24 +133,27 @@ class NsqConnection:
         Raises NsqError for an error frame (nsqd closes the connection after most of
         them) and NsqConnectionLost if the connection ends before the answer.
         """
+        self._check_open()
         pending = _Pending()
-        async with self._send_lock:
-            self._check_open()
-            self._pending.append(pending)
-            await self._send_locked(command)
-        # If the caller is cancelled here the entry stays queued, so the response
-        # that eventually arrives is still matched to the right command.
+        self._pending.append(pending)
+        self._queue(command)
         await pending.done.wait()
         result = pending.result
+        if type(result) is wire.ResponseFrame:
+            return result.data
         if isinstance(result, NsqConnectionLost):
             raise NsqConnectionLost(str(result)) from result
-        if isinstance(result, wire.ErrorFrame):
-            raise result.to_exception(self.address)
-        assert isinstance(result, wire.ResponseFrame)
-        return result.data
+        assert isinstance(result, wire.ErrorFrame)
+        raise result.to_exception(self.address)
 
     async def aclose(self) -> None:
-        """Close now (without CLS); waiting requests fail with NsqConnectionLost."""
+        """Close now (without CLS); waiting requests fail with NsqConnectionLost.
+
+        Commands already queued get a moment to go out first (a REQ should reach nsqd).
+        """
+        with trio.move_on_after(1.0):
+            while self._out and not self.closed:
+                await self._drained.wait()
         self._fail(NsqConnectionLost(f"connection to nsqd at {self.address} closed by us"))
         await self._closed.wait()
 
@@ -130,60 +163,68 @@ class NsqConnection:
         if self.error is not None:
             raise NsqConnectionLost(str(self.error)) from self.error
 
-    async def _send_locked(self, command: bytes) -> None:
-        self._check_open()
-        # Shielded: a send cancelled half-way would leave a partial command on the
-        # wire and desynchronise the stream for every other user of the connection.
-        deadline = trio.current_time() + self._send_timeout_s
-        with trio.CancelScope(shield=True, deadline=deadline) as timer:
-            try:
-                await self._stream.send_all(command)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                lost = NsqConnectionLost(f"sending to nsqd at {self.address} failed: {exc!r}")
-                self._fail(lost)
-                raise lost from exc
-        if timer.cancelled_caught:
-            lost = NsqConnectionLost(
-                f"nsqd at {self.address} did not take a command within {self._send_timeout_s:g}s"
-            )
-            self._fail(lost)
-            raise lost
-        # Let a cancellation that arrived during the shielded send be delivered now.
-        await trio.lowlevel.checkpoint_if_cancelled()
+    def _queue(self, command: bytes) -> None:
+        if not self._out:
+            self._drained = trio.Event()
+            self._out_ready.set()
+        self._out += command
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._out_ready.wait()
+            self._out_ready = trio.Event()
+            while self._out:
+                data, self._out = self._out, bytearray()
+                with trio.move_on_after(self._send_timeout_s) as timer:
+                    await self._stream.send_all(data)
+                if timer.cancelled_caught:
+                    raise NsqConnectionLost(
+                        f"nsqd at {self.address} did not take a command within "
+                        f"{self._send_timeout_s:g}s"
+                    )
+            self._drained.set()
+
+    async def _watchdog(self) -> None:
+        # nsqd sends a heartbeat every interval whatever else it sends: silence for
+        # two of them means the peer (or the path to it) is gone.
+        silence_s = 2 * self.heartbeat_interval_s + 1.0
+        while True:
+            await trio.sleep_until(self._last_read + silence_s)
+            if trio.current_time() - self._last_read >= silence_s:
+                raise NsqConnectionLost(
+                    f"nothing from nsqd at {self.address} for {silence_s:g}s (heartbeats missed)"
+                )
 
     def _fail(self, error: NsqConnectionLost) -> None:
         if self.error is None:
             self.error = error
         while self._pending:
             self._pending.popleft().resolve(self.error)
+        self._drained.set()
         self._reader_scope.cancel()
 
     async def _read_frames(self) -> None:
-        # nsqd sends a heartbeat every interval whatever else it sends: silence for
-        # two of them means the peer (or the path to it) is gone.
-        silence_s = 2 * self.heartbeat_interval_s + 1.0
         for frame in self._decoder.frames():  # anything read together with the handshake
-            await self._dispatch(frame)
+            self._dispatch(frame)
+        receive = self._stream.receive_some
+        decoder = self._decoder
         while True:
-            with trio.move_on_after(silence_s) as timer:
-                data = await self._stream.receive_some(_RECEIVE_BYTES)
-            if timer.cancelled_caught:
-                raise NsqConnectionLost(
-                    f"nothing from nsqd at {self.address} for {silence_s:g}s (heartbeats missed)"
-                )
+            data = await receive(_RECEIVE_BYTES)
             if not data:
                 raise NsqConnectionLost(f"nsqd at {self.address} closed the connection")
-            self._decoder.feed(data)
-            for frame in self._decoder.frames():
-                await self._dispatch(frame)
+            self._last_read = trio.current_time()
+            decoder.feed(data)
+            for frame in decoder.frames():
+                self._dispatch(frame)
 
-    async def _dispatch(self, frame: wire.Frame) -> None:
+    def _dispatch(self, frame: wire.Frame) -> None:
         if isinstance(frame, wire.MessageFrame):
             if self._on_message is None:
                 raise NsqProtocolError(f"nsqd at {self.address} sent a message to a publisher")
-            await self._on_message(self, frame)
-        elif isinstance(frame, wire.ResponseFrame) and frame.data == wire.HEARTBEAT:
-            await self.send(wire.NOP)
+            self._on_message(self, frame)
+            return
+        if isinstance(frame, wire.ResponseFrame) and frame.data == wire.HEARTBEAT:
+            self.send_nowait(wire.NOP)
         elif isinstance(frame, wire.ErrorFrame) and frame.code in _ASYNC_ERRORS:
             log.warning(
                 "nsq_command_failed",
@@ -203,6 +244,13 @@ class NsqConnection:
             )
         else:
             log.warning("nsq_unexpected_response", address=self.address, data=frame.data[:80])
+
+    async def _run(self) -> None:
+        """Read, write and watch until the connection fails (raises why)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop)
+            nursery.start_soon(self._watchdog)
+            await self._read_frames()
 
 
 async def serve_connection(
@@ -241,13 +289,12 @@ async def serve_connection(
         )
         with connection._reader_scope:
             try:
-                await connection._read_frames()
-            except NsqConnectionLost as exc:
-                connection._fail(exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                connection._fail(
-                    NsqConnectionLost(f"reading from nsqd at {address} failed: {exc!r}")
-                )
+                await connection._run()
+            except BaseException as exc:
+                lost = _connection_error(exc, address)
+                if lost is None:
+                    raise
+                connection._fail(lost)
     finally:
         if connection is not None:
             connection._fail(NsqConnectionLost(f"connection to nsqd at {address} closed"))
@@ -255,3 +302,17 @@ async def serve_connection(
         if connection is not None:
             connection._closed.set()
             log.debug("nsq_disconnected", address=address, reason=str(connection.error))
+
+
+def _connection_error(exc: BaseException, address: str) -> NsqConnectionLost | None:
+    """The NsqConnectionLost behind a reader/writer/watchdog failure, or None if other."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_connection_error(e, address) for e in exc.exceptions]
+        if found and all(f is not None for f in found):
+            return found[0]
+        return None
+    if isinstance(exc, NsqConnectionLost):
+        return exc
+    if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
+        return NsqConnectionLost(f"connection to nsqd at {address} failed: {exc!r}")
+    return None

@@ -91,16 +91,23 @@ class _Link:
         while self.in_flight:
             await self._idle.wait()
 
-    async def send(self, command: bytes) -> bool:
-        """Send if the connection is up; False (after logging) if it is not."""
+    def send_nowait(self, command: bytes) -> bool:
+        """Queue on the connection if it is up; False if it is not."""
         connection = self.connection
-        if connection is None or connection.closed:
+        if connection is None or connection.error is not None:
             return False
+        connection.send_nowait(command)
+        return True
+
+    async def send(self, command: bytes) -> bool:
+        """`send_nowait`, then wait if the connection's output is over its high mark."""
+        if not self.send_nowait(command):
+            return False
+        assert self.connection is not None
         try:
-            await connection.send(command)
-        except NsqConnectionLost as exc:
-            log.warning("nsq_send_failed", address=self.address, error=str(exc))
-            return False
+            await self.connection.send(b"")
+        except NsqConnectionLost:
+            pass  # queued before the failure: nsqd redelivers if it was lost
         return True
 
 
@@ -290,12 +297,18 @@ class NsqConsumer(JobConsumer):
         self._links_changed = trio.Event()
 
     async def _settle(self, link: _Link, message_id: bytes, command: bytes, verb: str) -> None:
+        self._settle_nowait(link, message_id, command, verb)
+        connection = link.connection
+        if connection is not None and len(connection._out) > 0x100000:
+            await link.send(b"")  # bounded output: wait for the writer
+
+    def _settle_nowait(self, link: _Link, message_id: bytes, command: bytes, verb: str) -> None:
         if not link.settle(message_id):
             log.warning(
                 "nsq_already_settled", verb=verb, message_id=message_id.decode(errors="replace")
             )
             return
-        if not await link.send(command):
+        if not link.send_nowait(command):
             log.info(
                 "nsq_settle_skipped",
                 verb=verb,
@@ -304,13 +317,13 @@ class NsqConsumer(JobConsumer):
                 reason="connection gone; nsqd redelivers the message",
             )
 
-    async def _on_message(
+    def _on_message(
         self, link: _Link, connection: NsqConnection, message: wire.MessageFrame
     ) -> None:
         link.add(message.id)
         if self._stopping or link.draining:
             # Sent before nsqd saw our RDY 0: give it straight back.
-            await self._settle(link, message.id, wire.requeue(message.id, 0), "req")
+            self._settle_nowait(link, message.id, wire.requeue(message.id, 0), "req")
             return
         self._inbox_send.send_nowait((link, message))
 
