@@ -173,6 +173,11 @@ class NsqConnection:
         while True:
             await self._out_ready.wait()
             self._out_ready = trio.Event()
+            # One more turn of the scheduler first: the other tasks woken with us (16
+            # concurrent publishers, a batch of acks) add their commands to this write.
+            # Not for a lone request (one publisher waiting): it would only add latency.
+            if len(self._pending) != 1:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             while self._out:
                 data, self._out = self._out, bytearray()
                 with trio.move_on_after(self._send_timeout_s) as timer:

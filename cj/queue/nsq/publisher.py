@@ -201,6 +201,9 @@ class NsqPublisher(JobPublisher):
             await trio.sleep_until(wake)
 
     async def _connection(self, target: _Target) -> NsqConnection:
+        connection = target.connection
+        if connection is not None and connection.error is None:
+            return connection  # the common case: no lock, no checkpoint
         async with target.lock:  # one connect per address, however many publishes wait
             if target.connection is None or target.connection.closed:
                 target.connection = None

@@ -49,6 +49,7 @@ DEFAULT_MAX_RDY_COUNT: Final = 2500
 DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 
 _SIZE = struct.Struct(">l")
+_MESSAGE = struct.Struct(">qH16s")  # timestamp, attempts, id
 _NAME_RULE = "1 to 64 characters from [.a-zA-Z0-9_-], optionally ending in '#ephemeral'"
 
 
@@ -176,7 +177,8 @@ def ready(count: int) -> bytes:
 
 
 def finish(message_id: bytes) -> bytes:
-    return bytes(_pynsq.finish(_check_id(message_id)))
+    # As pynsq's `finish`, without its generic command builder (hot path: every ack).
+    return b"FIN " + _check_id(message_id) + b"\n"
 
 
 def requeue(message_id: bytes, delay_s: float) -> bytes:
@@ -185,7 +187,7 @@ def requeue(message_id: bytes, delay_s: float) -> bytes:
     nsqd treats an out-of-range timeout as a fatal E_INVALID (it closes the
     connection), so an over-long delay is shortened rather than sent.
     """
-    return bytes(_pynsq.requeue(_check_id(message_id), requeue_delay_ms(delay_s)))
+    return b"REQ %s %d\n" % (_check_id(message_id), requeue_delay_ms(delay_s))
 
 
 def requeue_delay_ms(delay_s: float) -> int:
@@ -195,14 +197,27 @@ def requeue_delay_ms(delay_s: float) -> int:
 
 
 def touch(message_id: bytes) -> bytes:
-    return bytes(_pynsq.touch(_check_id(message_id)))
+    return b"TOUCH " + _check_id(message_id) + b"\n"
 
 
 def pub(topic: str, body: bytes) -> bytes:
     # pynsq omits the size prefix of an empty body, which desynchronises the stream.
     if not body:
         raise ValueError("an NSQ message body must not be empty")
-    return bytes(_pynsq.pub(validate_topic(topic), body))
+    return b"PUB %s\n%s%s" % (_topic_bytes(topic), _SIZE.pack(len(body)), body)
+
+
+_TOPIC_BYTES: dict[str, bytes] = {}
+
+
+def _topic_bytes(topic: str) -> bytes:
+    """The validated topic, encoded (cached: publishers send the same one every time)."""
+    found = _TOPIC_BYTES.get(topic)
+    if found is None:
+        found = validate_topic(topic).encode()
+        if len(_TOPIC_BYTES) < 1024:
+            _TOPIC_BYTES[topic] = found
+    return found
 
 
 def mpub(topic: str, bodies: Sequence[bytes]) -> bytes:
@@ -309,33 +324,30 @@ class FrameDecoder:
             yield frame
 
     def next_frame(self) -> Frame | None:
-        available = len(self._buffer) - self._offset
-        if available < 4:
+        buffer = self._buffer
+        offset = self._offset
+        if len(buffer) - offset < 4:
             return None
-        (size,) = _SIZE.unpack_from(self._buffer, self._offset)
+        (size,) = _SIZE.unpack_from(buffer, offset)
         if size < 4 or size > self._max:
             raise NsqProtocolError(f"invalid NSQ frame size {size}")
-        if available < 4 + size:
+        end = offset + 4 + size
+        if len(buffer) < end:
             return None
-        start = self._offset + 4
-        raw = bytes(self._buffer[start : start + size])
-        self._offset = start + size
-        frame_type, data = _pynsq.unpack_response(raw)
+        (frame_type,) = _SIZE.unpack_from(buffer, offset + 4)
+        self._offset = end
+        if frame_type == FRAME_TYPE_MESSAGE:
+            if size < 4 + 26:
+                raise NsqProtocolError(f"NSQ message frame too short ({size - 4} bytes)")
+            # [timestamp int64][attempts uint16][id 16 bytes][body], as pynsq's
+            # decode_message but unsigned (the spec's uint16) and without its Message.
+            timestamp, attempts, message_id = _MESSAGE.unpack_from(buffer, offset + 8)
+            return MessageFrame(message_id, attempts, timestamp, bytes(buffer[offset + 34 : end]))
+        data = bytes(buffer[offset + 8 : end])
         if frame_type == FRAME_TYPE_RESPONSE:
             return ResponseFrame(data)
         if frame_type == FRAME_TYPE_ERROR:
             return parse_error(data)
-        if frame_type == FRAME_TYPE_MESSAGE:
-            if len(data) < 26:
-                raise NsqProtocolError(f"NSQ message frame too short ({len(data)} bytes)")
-            message = _pynsq.decode_message(data)
-            # The spec says uint16 attempts; pynsq unpacks it signed ('>h').
-            return MessageFrame(
-                id=bytes(message.id),
-                attempts=message.attempts & 0xFFFF,
-                timestamp_ns=message.timestamp,
-                body=bytes(message.body),
-            )
         raise NsqProtocolError(f"unknown NSQ frame type {frame_type}")
 
 
