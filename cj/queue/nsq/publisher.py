@@ -112,9 +112,12 @@ class NsqPublisher(JobPublisher):
         --max-body-size is below queue.nsq_max_body_bytes), the limit it names is
         adopted, logged, and the rest is split again.
         """
-        remaining = list(bodies)
+        remaining = bodies
         while remaining:
-            batch = next(wire.mpub_batches(remaining, self.max_body_bytes))
+            if 4 + 4 * len(remaining) + sum(map(len, remaining)) <= self.max_body_bytes:
+                batch = remaining  # the usual case: all in one
+            else:
+                batch = next(wire.mpub_batches(remaining, self.max_body_bytes))
             try:
                 await self._deliver(wire.mpub(self.topic, batch))
             except NsqError as exc:
@@ -130,7 +133,7 @@ class NsqPublisher(JobPublisher):
                 )
                 self.max_body_bytes = limit
                 continue
-            del remaining[: len(batch)]
+            remaining = remaining[len(batch) :]
 
     def _smaller_body_limit(self, error: NsqError) -> int | None:
         match = _BODY_TOO_BIG.search(error.description) if error.code == "E_BAD_BODY" else None

@@ -223,9 +223,18 @@ def _topic_bytes(topic: str) -> bytes:
 def mpub(topic: str, bodies: Sequence[bytes]) -> bytes:
     if not bodies:
         raise ValueError("MPUB needs at least one message")
-    if not all(bodies):
-        raise ValueError("an NSQ message body must not be empty")
-    return bytes(_pynsq.mpub(validate_topic(topic), list(bodies)))
+    # The layout of pynsq's `mpub`, built with one join instead of its struct per call.
+    pack = _SIZE.pack
+    parts = [b"", pack(len(bodies))]
+    size = 4
+    for body in bodies:
+        if not body:
+            raise ValueError("an NSQ message body must not be empty")
+        parts.append(pack(len(body)))
+        parts.append(body)
+        size += 4 + len(body)
+    parts[0] = b"MPUB %s\n%s" % (_topic_bytes(topic), pack(size))
+    return b"".join(parts)
 
 
 def mpub_batches(
