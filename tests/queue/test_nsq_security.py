@@ -209,6 +209,18 @@ async def test_tls_with_client_certificate_and_auth(pki: dict[str, Any]) -> None
     assert peer.errors_sent == []
 
 
+async def test_a_missing_client_certificate_is_a_config_error(pki: dict[str, Any]) -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            peer = await start_peer(nursery, tls_context=server_context(pki, client_certs=True))
+            cfg = config(peer.address, nsq_tls=True, nsq_tls_ca_file=pki["ca"])
+            async with open_nsq_publisher(cfg) as publisher:
+                with pytest.raises(NsqConfigError, match=r"refused the TLS.*nsq_tls_cert_file"):
+                    await publisher.publish(job(1))
+            assert peer.connections == 1 and peer.published == 0
+            nursery.cancel_scope.cancel()
+
+
 async def test_tls_required_but_not_configured_names_the_key(pki: dict[str, Any]) -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:

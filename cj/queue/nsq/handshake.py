@@ -259,7 +259,19 @@ async def _handshake(
             raise NsqProtocolError(f"nsqd at {address} sent clear text after agreeing to TLS")
         stream = await _upgrade_tls(address, host, stream, options)
         frames = _Frames(address, stream)
-        ok = await frames.next("TLS upgrade")
+        try:
+            ok = await frames.next("TLS upgrade")
+        except NsqConnectionLost as exc:
+            # TLS 1.3: nsqd checks our certificate after the handshake and answers a
+            # missing or untrusted one with an alert here.
+            alert = _ssl_cause(exc)
+            if alert is None:
+                raise
+            raise NsqConfigError(
+                f"nsqd at {address} refused the TLS connection: {alert.reason or alert} "
+                "(it wants a client certificate its CA trusts: queue.nsq_tls_cert_file / "
+                "queue.nsq_tls_key_file)"
+            ) from exc
         if isinstance(ok, wire.ErrorFrame) or ok.data != wire.OK:
             raise NsqProtocolError(f"nsqd at {address} answered the TLS upgrade with {ok!r}")
     if not negotiated.auth_required:
@@ -284,6 +296,16 @@ async def _handshake(
         )
     identity, count = wire.parse_auth_response(reply.data)
     return Opened(stream, frames.decoder, negotiated, identity=identity, permission_count=count)
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError somewhere behind `exc`, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def _upgrade_tls(
