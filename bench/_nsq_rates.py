@@ -17,6 +17,7 @@ process (Trio and asyncio one after the other, never together). Rows, in message
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 import uuid
@@ -272,6 +273,8 @@ async def pynsq_latency(nsqd: str, topic: str, n: int) -> list[float]:
 
 def run(nsqd: str, http: str, lookupd: str | None, jobs: int, latency_n: int) -> dict[str, Any]:
     """Every row for ours and pynsq's; prints the table, returns the figures."""
+    # pynsq logs an IntegrityError for every connection it closes itself: noise here.
+    logging.getLogger("nsq").setLevel(logging.CRITICAL)
     data = bodies(jobs)
     figures: dict[str, Any] = {}
     for row, _label in ROWS:

@@ -39,17 +39,26 @@ _HIGH_WATER_BYTES: Final = 1024 * 1024
 
 
 class _Pending:
-    """A command waiting for its response frame."""
+    """A command waiting for its response frame; its task sleeps until `resolve`.
 
-    __slots__ = ("done", "result")
+    (A parked task rather than a trio.Event: this is on every publish's path.)
+    """
+
+    __slots__ = ("result", "task")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
         self.result: wire.ResponseFrame | wire.ErrorFrame | NsqConnectionLost | None = None
 
     def resolve(self, result: wire.ResponseFrame | wire.ErrorFrame | NsqConnectionLost) -> None:
         self.result = result
-        self.done.set()
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def abandon(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.task = None  # cancelled: the answer, when it comes, is dropped
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class NsqConnection:
@@ -86,9 +95,9 @@ class NsqConnection:
         self._reader_scope = trio.CancelScope()
         self._closed = trio.Event()
         self._out = bytearray()
-        self._out_ready = trio.Event()
-        self._drained = trio.Event()
-        self._drained.set()
+        self._writing = False
+        self._writer: trio.lowlevel.Task | None = None  # set while the writer sleeps
+        self._drained: trio.Event | None = None  # set while someone waits in flush()
         self._last_read = trio.current_time()
         # A write that cannot complete within this is a dead peer (nsqd uses the
         # heartbeat interval as its own write deadline).
@@ -123,8 +132,8 @@ class NsqConnection:
 
     async def flush(self) -> None:
         """Return once everything queued so far was written (or the connection failed)."""
-        while self._out and not self.closed:
-            await self._drained.wait()
+        while (self._out or self._writing) and not self.closed:
+            await self._wait_drained()
         self._check_open()
 
     async def request(self, command: bytes) -> bytes:
@@ -137,7 +146,7 @@ class NsqConnection:
         pending = _Pending()
         self._pending.append(pending)
         self._queue(command)
-        await pending.done.wait()
+        await trio.lowlevel.wait_task_rescheduled(pending.abandon)
         result = pending.result
         if type(result) is wire.ResponseFrame:
             return result.data
@@ -152,8 +161,8 @@ class NsqConnection:
         Commands already queued get a moment to go out first (a REQ should reach nsqd).
         """
         with trio.move_on_after(1.0):
-            while self._out and not self.closed:
-                await self._drained.wait()
+            while (self._out or self._writing) and not self.closed:
+                await self._wait_drained()
         self._fail(NsqConnectionLost(f"connection to nsqd at {self.address} closed by us"))
         await self._closed.wait()
 
@@ -164,30 +173,43 @@ class NsqConnection:
             raise NsqConnectionLost(str(self.error)) from self.error
 
     def _queue(self, command: bytes) -> None:
-        if not self._out:
-            self._drained = trio.Event()
-            self._out_ready.set()
         self._out += command
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            trio.lowlevel.reschedule(writer)
+
+    async def _wait_drained(self) -> None:
+        if self._drained is None:
+            self._drained = trio.Event()
+        await self._drained.wait()
+
+    def _writer_cancelled(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._writer = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def _write_loop(self) -> None:
         while True:
-            await self._out_ready.wait()
-            self._out_ready = trio.Event()
-            # One more turn of the scheduler first: the other tasks woken with us (16
-            # concurrent publishers, a batch of acks) add their commands to this write.
-            # Not for a lone request (one publisher waiting): it would only add latency.
-            if len(self._pending) != 1:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            while self._out:
-                data, self._out = self._out, bytearray()
-                with trio.move_on_after(self._send_timeout_s) as timer:
-                    await self._stream.send_all(data)
-                if timer.cancelled_caught:
-                    raise NsqConnectionLost(
-                        f"nsqd at {self.address} did not take a command within "
-                        f"{self._send_timeout_s:g}s"
-                    )
-            self._drained.set()
+            if not self._out:
+                drained, self._drained = self._drained, None
+                if drained is not None:
+                    drained.set()
+                self._writer = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._writer_cancelled)
+                # One more turn of the scheduler first: the other tasks woken with us
+                # (16 concurrent publishers, a batch of acks) add their commands to this
+                # write. Not for a lone request (one publisher waiting): only latency.
+                if len(self._pending) != 1:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            data, self._out = self._out, bytearray()
+            self._writing = True
+            with trio.move_on_after(self._send_timeout_s) as timer:
+                await self._stream.send_all(data)
+            self._writing = False
+            if timer.cancelled_caught:
+                raise NsqConnectionLost(
+                    f"nsqd at {self.address} did not take a command within "
+                    f"{self._send_timeout_s:g}s"
+                )
 
     async def _watchdog(self) -> None:
         # nsqd sends a heartbeat every interval whatever else it sends: silence for
@@ -205,7 +227,8 @@ class NsqConnection:
             self.error = error
         while self._pending:
             self._pending.popleft().resolve(self.error)
-        self._drained.set()
+        if self._drained is not None:
+            self._drained.set()
         self._reader_scope.cancel()
 
     async def _read_frames(self) -> None:

@@ -1,9 +1,13 @@
 """The NSQ V2 wire format, without I/O.
 
-Commands are encoded and message frames decoded by pynsq's sans-IO `nsq.protocol`
-module; this module adds what pynsq leaves to its Tornado connection class: validation
-with errors that name the problem, the size-prefixed frame splitter, error-frame
-parsing, and the IDENTIFY body and its negotiated response.
+Rare commands (IDENTIFY, SUB, RDY, NOP) are encoded by pynsq's sans-IO `nsq.protocol`
+module; the per-message ones (PUB, MPUB, FIN, REQ, TOUCH) and message frames are
+encoded/decoded here with the same layout (tests/queue/test_nsq_wire.py checks the bytes
+against pynsq's), because pynsq's generic builders and its Message object were most of
+a consumer's per-message cost. This module also adds what pynsq leaves to its Tornado
+connection class: validation with errors that name the problem, the size-prefixed
+frame splitter, error-frame parsing, the IDENTIFY body and its negotiated response, and
+AUTH.
 
 Importing `nsq.protocol` executes pynsq's package `__init__`, which imports Tornado
 (ioloop, iostream, httpclient) and asyncio. That is import cost only (~60 ms): no event
