@@ -18,7 +18,14 @@ Graceful shutdown: `stop_receiving()` sends RDY 0 everywhere, requeues (REQ 0) w
 was received but not handed out, and ends `receive()` with ConsumerStopped; deliveries
 already handed out can still be acked. Each connection then waits until nothing is in
 flight on it, sends CLS, and closes. Leaving the `async with` block REQs whatever is
-still unsettled, so another consumer gets it at once rather than after msg_timeout.
+still unsettled, so another consumer gets it at once rather than after msg_timeout —
+however the block is left: on cancellation the connections' tasks are shielded
+(`background_nursery`) until the REQs and CLS are out, within `close_timeout_s`.
+
+A refusal that reconnecting cannot cure (settings nsqd rejects, TLS or AUTH it
+requires, a secret or topic/channel its auth server refuses) stops the consumer:
+`receive()` and `wait_subscribed()` raise it (NsqConfigError / NsqAuthError, naming the
+key and nsqd's limit) instead of a reconnect loop.
 """
 
 from __future__ import annotations
