@@ -42,19 +42,19 @@ import structlog
 import trio
 
 from cj.config import QueueConfig
-from cj.queue.base import BadJob, ConsumerStopped, Delivery, EncodeJob, JobConsumer
+from cj.queue.base import BadJob, ConsumerStopped, EncodeJob, JobConsumer
 from cj.queue.nsq import lookupd, wire
 from cj.queue.nsq._nursery import background_nursery
 from cj.queue.nsq.connection import NsqConnection, serve_connection
 from cj.queue.nsq.errors import (
-    NsqAuthError,
     NsqConfigError,
     NsqConnectionLost,
     NsqError,
     NsqProtocolError,
 )
 from cj.queue.nsq.handshake import explain_refusal, options_from_config, to_ms
-from cj.queue.nsq.policy import Backoff, distribute_rdy, jittered
+from cj.queue.nsq.links import Link, NsqDelivery, Producer
+from cj.queue.nsq.policy import Backoff, distribute_rdy, is_fatal, jittered
 from cj.queue.nsq.publisher import USER_AGENT
 
 log = structlog.get_logger(__name__)
@@ -63,112 +63,6 @@ _LOOKUPD_JITTER: Final = 0.1
 # receive() hands out at most this many buffered messages before letting others run.
 _BATCH: Final = 64
 _LOOKUPD_TIMEOUT_S: Final = 10.0
-
-
-class _Link:
-    """One subscribed connection and the messages in flight on it."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.connection: NsqConnection | None = None
-        self.in_flight: set[bytes] = set()
-        self.rdy = 0
-        self.draining = False
-        self.drain_requested = trio.Event()
-        self._idle = trio.Event()
-        self._idle.set()
-
-    @property
-    def alive(self) -> bool:
-        return self.connection is not None and not self.connection.closed
-
-    def add(self, message_id: bytes) -> None:
-        self.in_flight.add(message_id)
-        if self._idle.is_set():
-            self._idle = trio.Event()
-
-    def settle(self, message_id: bytes) -> bool:
-        """Forget `message_id`; False if it was not in flight here."""
-        if message_id not in self.in_flight:
-            return False
-        self.in_flight.discard(message_id)
-        if not self.in_flight:
-            self._idle.set()
-        return True
-
-    async def wait_idle(self) -> None:
-        while self.in_flight:
-            await self._idle.wait()
-
-    def send_nowait(self, command: bytes) -> bool:
-        """Queue on the connection if it is up; False if it is not."""
-        connection = self.connection
-        if connection is None or connection.error is not None:
-            return False
-        connection.send_nowait(command)
-        return True
-
-    async def send(self, command: bytes) -> bool:
-        """`send_nowait`, then wait if the connection's output is over its high mark."""
-        if not self.send_nowait(command):
-            return False
-        assert self.connection is not None
-        try:
-            await self.connection.send(b"")
-        except NsqConnectionLost:
-            pass  # queued before the failure: nsqd redelivers if it was lost
-        return True
-
-
-class _Producer:
-    """The consumer's bookkeeping for one nsqd address."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.retired = False
-        self.link: _Link | None = None
-        self.scope = trio.CancelScope()
-
-
-class NsqDelivery(Delivery):
-    """One message delivered by nsqd, settled on the connection that delivered it."""
-
-    def __init__(
-        self, consumer: NsqConsumer, link: _Link, message: wire.MessageFrame, job: EncodeJob
-    ) -> None:
-        self.job = job
-        self.attempts = message.attempts
-        self.message_id = message.id
-        self.timestamp_ns = message.timestamp_ns
-        self._consumer = consumer
-        self._link = link
-
-    def __repr__(self) -> str:
-        return f"<NsqDelivery {self.message_id.decode(errors='replace')} attempts={self.attempts}>"
-
-    async def ack(self) -> None:
-        """FIN: nsqd forgets the message."""
-        await self._consumer._settle(
-            self._link, self.message_id, wire.finish(self.message_id), "fin"
-        )
-
-    async def retry(self, delay_s: float) -> None:
-        """REQ with `delay_s` (whole ms, at most nsqd's default max of 1 h)."""
-        command = wire.requeue(self.message_id, delay_s)
-        await self._consumer._settle(self._link, self.message_id, command, "req")
-
-    async def touch(self) -> None:
-        """TOUCH: nsqd restarts this message's msg_timeout."""
-        if self.message_id not in self._link.in_flight:
-            log.warning("nsq_touch_settled", message_id=self.message_id.decode(errors="replace"))
-            return
-        if not await self._link.send(wire.touch(self.message_id)):
-            log.info(
-                "nsq_touch_skipped",
-                address=self._link.address,
-                message_id=self.message_id.decode(errors="replace"),
-                reason="connection gone; nsqd redelivers the message",
-            )
 
 
 class NsqConsumer(JobConsumer):
@@ -208,8 +102,8 @@ class NsqConsumer(JobConsumer):
         )
         self._heartbeat_s = self._options.heartbeat_interval_s
         self._close_timeout_s = close_timeout_s
-        self._producers: dict[str, _Producer] = {}
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[_Link, wire.MessageFrame]](
+        self._producers: dict[str, Producer] = {}
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Link, wire.MessageFrame]](
             math.inf
         )
         self._rdy_lock = trio.Lock()
@@ -276,7 +170,7 @@ class NsqConsumer(JobConsumer):
         log.info("nsq_consumer_stopping", topic=self.topic, channel=self.channel)
         self._lookupd_scope.cancel()
         self._inbox_send.close()
-        unreceived: list[tuple[_Link, wire.MessageFrame]] = []
+        unreceived: list[tuple[Link, wire.MessageFrame]] = []
         while True:
             try:
                 unreceived.append(self._inbox.receive_nowait())
@@ -308,7 +202,7 @@ class NsqConsumer(JobConsumer):
 
     # --- internals --------------------------------------------------------------------
 
-    def _links(self) -> list[_Link]:
+    def _links(self) -> list[Link]:
         return [
             p.link
             for p in self._producers.values()
@@ -319,13 +213,13 @@ class NsqConsumer(JobConsumer):
         self._links_changed.set()
         self._links_changed = trio.Event()
 
-    async def _settle(self, link: _Link, message_id: bytes, command: bytes, verb: str) -> None:
+    async def _settle(self, link: Link, message_id: bytes, command: bytes, verb: str) -> None:
         self._settle_nowait(link, message_id, command, verb)
         connection = link.connection
         if connection is not None and len(connection._out) > 0x100000:
             await link.send(b"")  # bounded output: wait for the writer
 
-    def _settle_nowait(self, link: _Link, message_id: bytes, command: bytes, verb: str) -> None:
+    def _settle_nowait(self, link: Link, message_id: bytes, command: bytes, verb: str) -> None:
         if not link.settle(message_id):
             log.warning(
                 "nsq_already_settled", verb=verb, message_id=message_id.decode(errors="replace")
@@ -341,7 +235,7 @@ class NsqConsumer(JobConsumer):
             )
 
     def _on_message(
-        self, link: _Link, connection: NsqConnection, message: wire.MessageFrame
+        self, link: Link, connection: NsqConnection, message: wire.MessageFrame
     ) -> None:
         link.add(message.id)
         if self._stopping or link.draining:
@@ -350,7 +244,7 @@ class NsqConsumer(JobConsumer):
             return
         self._inbox_send.send_nowait((link, message))
 
-    async def _set_rdy(self, link: _Link, count: int) -> None:
+    async def _set_rdy(self, link: Link, count: int) -> None:
         if link.rdy == count:
             return
         link.rdy = count  # before sending, so a concurrent caller does not repeat it
@@ -373,11 +267,11 @@ class NsqConsumer(JobConsumer):
             producer.retired = False
             return
         assert self._nursery is not None
-        producer = self._producers[address] = _Producer(address)
+        producer = self._producers[address] = Producer(address)
         self._running += 1
         self._nursery.start_soon(self._maintain, producer)
 
-    def _retire(self, producer: _Producer) -> None:
+    def _retire(self, producer: Producer) -> None:
         producer.retired = True
         link = producer.link
         if link is not None and link.alive:
@@ -386,7 +280,7 @@ class NsqConsumer(JobConsumer):
         else:
             producer.scope.cancel()
 
-    async def _maintain(self, producer: _Producer) -> None:
+    async def _maintain(self, producer: Producer) -> None:
         """Keep one subscribed connection to `producer` until it is retired."""
         backoff = Backoff(max_s=self._config.reconnect_max_s, immediate_first=True)
         try:
@@ -421,24 +315,9 @@ class NsqConsumer(JobConsumer):
                 self._all_done.set()
 
     def _is_fatal(self, error: Exception) -> bool:
-        """A refusal that reconnecting with the same settings cannot cure.
+        return is_fatal(error, ever_subscribed=self._ever_subscribed)
 
-        E_AUTH_FAILED is also nsqd's answer when its auth server is unreachable, so it
-        is fatal only at start: once subscribed, it is retried like a lost connection.
-        """
-        if isinstance(error, NsqConfigError):
-            return True
-        if isinstance(error, NsqAuthError) and error.code == "E_AUTH_FAILED":
-            return not self._ever_subscribed
-        if isinstance(error, NsqAuthError):
-            return True
-        return isinstance(error, NsqError) and error.code in {
-            "E_BAD_TOPIC",
-            "E_BAD_CHANNEL",
-            "E_BAD_BODY",
-        }
-
-    async def _give_up(self, producer: _Producer, error: NsqConfigError | NsqError) -> None:
+    async def _give_up(self, producer: Producer, error: NsqConfigError | NsqError) -> None:
         log.error(
             "nsq_consumer_failed",
             address=producer.address,
@@ -452,9 +331,9 @@ class NsqConsumer(JobConsumer):
         self._notify_links_changed()
         await self.stop_receiving()
 
-    async def _subscribe_and_serve(self, producer: _Producer) -> None:
+    async def _subscribe_and_serve(self, producer: Producer) -> None:
         """Connect, SUB and serve until the connection ends; raise if SUB never happened."""
-        link = _Link(producer.address)
+        link = Link(producer.address)
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             # Failures are carried out of the nursery by hand: raised inside its body
@@ -487,7 +366,7 @@ class NsqConsumer(JobConsumer):
             )
             await self._rebalance()
 
-    async def _subscribe(self, nursery: trio.Nursery, link: _Link) -> None:
+    async def _subscribe(self, nursery: trio.Nursery, link: Link) -> None:
         connection: NsqConnection = await nursery.start(
             partial(
                 serve_connection,
@@ -551,7 +430,7 @@ class NsqConsumer(JobConsumer):
                 got_ms=got_buffer,
             )
 
-    async def _drain_when_asked(self, link: _Link) -> None:
+    async def _drain_when_asked(self, link: Link) -> None:
         await link.drain_requested.wait()
         await self._set_rdy(link, 0)
         await self._rebalance()  # the others take over this one's share
