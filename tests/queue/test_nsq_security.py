@@ -81,6 +81,10 @@ async def test_auth_with_the_secret_publishes_and_consumes(
     assert peer.errors_sent == []
     subscribed = [e for e in logs if e["event"] == "nsq_subscribed"]
     assert subscribed[0]["auth_identity"] == "encoder@example"
+    authenticated = [
+        (e["identity"], e["permission_count"]) for e in logs if e["event"] == "nsq_authenticated"
+    ]
+    assert authenticated == [("encoder@example", 1)] * 2  # the publisher's and the consumer's
 
 
 async def test_auth_required_without_a_secret_stops_naming_the_key(

@@ -309,6 +309,13 @@ async def serve_connection(
             identity=opened.identity,
         )
         task_status.started(connection)
+        if opened.identity is not None or opened.permission_count is not None:
+            log.info(
+                "nsq_authenticated",
+                address=address,
+                identity=opened.identity,
+                permission_count=opened.permission_count,
+            )
         log.debug(
             "nsq_connected",
             address=address,
