@@ -15,6 +15,7 @@ import trustme
 
 from cj.queue.nsq import NsqConfigError, open_nsq_consumer, open_nsq_publisher
 from cj.queue.nsq.errors import NsqAuthError
+from cj.queue.nsq.handshake import tls_context
 from tests.queue.nsq_peer import AuthGrant
 from tests.queue.test_nsq_client import CHANNEL, TOPIC, config, job, start_peer, subscriber
 
@@ -270,3 +271,15 @@ async def test_tls_configured_against_an_nsqd_without_tls(
                 with pytest.raises(NsqConfigError, match="did not agree to TLS"):
                     await publisher.publish(job(1))
             nursery.cancel_scope.cancel()
+
+
+def test_tls_and_auth_settings_are_checked_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nsq_tls_cert_file and queue.nsq_tls_key_file"):
+        config("127.0.0.1:4150", nsq_tls=True, nsq_tls_cert_file=tmp_path / "c.pem")
+    with pytest.raises(ValueError, match=r"queue.nsq_tls_\* settings need queue.nsq_tls = true"):
+        config("127.0.0.1:4150", nsq_tls_ca_file=tmp_path / "ca.pem")
+    missing_ca = config("127.0.0.1:4150", nsq_tls=True, nsq_tls_ca_file=tmp_path / "no.pem")
+    with pytest.raises(NsqConfigError, match=r"nsq_tls_ca_file .*cannot load"):
+        tls_context(missing_ca)
+    secret = config("127.0.0.1:4150", nsq_auth_secret=SECRET).nsq_auth_secret
+    assert secret is not None and SECRET not in repr(secret)
