@@ -274,7 +274,7 @@ async def test_tls_configured_against_an_nsqd_without_tls(
 
 
 def test_tls_and_auth_settings_are_checked_at_load(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="nsq_tls_cert_file and queue.nsq_tls_key_file"):
+    with pytest.raises(ValueError, match=r"nsq_tls_cert_file and queue\.nsq_tls_key_file"):
         config("127.0.0.1:4150", nsq_tls=True, nsq_tls_cert_file=tmp_path / "c.pem")
     with pytest.raises(ValueError, match=r"queue.nsq_tls_\* settings need queue.nsq_tls = true"):
         config("127.0.0.1:4150", nsq_tls_ca_file=tmp_path / "ca.pem")
