@@ -228,16 +228,14 @@ def mpub(topic: str, bodies: Sequence[bytes]) -> bytes:
     if not bodies:
         raise ValueError("MPUB needs at least one message")
     # The layout of pynsq's `mpub`, built with one join instead of its struct per call.
+    if not all(bodies):
+        raise ValueError("an NSQ message body must not be empty")
     pack = _SIZE.pack
-    parts = [b"", pack(len(bodies))]
-    size = 4
-    for body in bodies:
-        if not body:
-            raise ValueError("an NSQ message body must not be empty")
-        parts.append(pack(len(body)))
-        parts.append(body)
-        size += 4 + len(body)
-    parts[0] = b"MPUB %s\n%s" % (_topic_bytes(topic), pack(size))
+    sizes = [pack(len(body)) for body in bodies]
+    total = 4 + 4 * len(bodies) + sum(map(len, bodies))
+    parts = [b"MPUB %s\n%s%s" % (_topic_bytes(topic), pack(total), pack(len(bodies)))]
+    for size, body in zip(sizes, bodies, strict=True):
+        parts += (size, body)
     return b"".join(parts)
 
 
