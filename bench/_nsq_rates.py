@@ -276,34 +276,51 @@ async def pynsq_latency(
 # --- the table -----------------------------------------------------------------------
 
 
-def run(nsqd: str, http: str, lookupd: str | None, jobs: int, latency_n: int) -> dict[str, Any]:
-    """Every row for ours and pynsq's; prints the table, returns the figures."""
+def one_row(
+    row: str, who: str, nsqd: str, http: str, lookupd: str | None, data: list[bytes]
+) -> float:
+    """One row's rate for `who` ("ours" or "pynsq"), on a fresh topic deleted afterwards."""
+    topic = fresh_topic(row, who)
+    try:
+        if row.startswith("consume"):
+            mif = int(row.split("_")[1])
+            n = len(data)
+            trio.run(ours_fill, nsqd, topic, data)
+            if who == "ours":
+                rate: float = trio.run(ours_consume, nsqd, topic, lookupd, n, mif)
+            else:
+                rate = pynsq_run(lambda: pynsq_consume(nsqd, topic, lookupd, n, mif))
+            left = depth(http, topic)
+            if left:
+                raise RuntimeError(f"{row} {who}: {left} messages left on nsqd")
+            return rate
+        rows = data * 5 if row == "mpub_100" else data
+        if who == "ours":
+            return float(trio.run(ours_publish, nsqd, topic, rows, row))
+        return float(pynsq_run(lambda: pynsq_publish(nsqd, topic, rows, row)))
+    finally:
+        delete_topic(http, topic)
+
+
+def run(
+    nsqd: str, http: str, lookupd: str | None, jobs: int, latency_n: int, repeat: int = 3
+) -> dict[str, Any]:
+    """Every row for ours and pynsq's; prints the table, returns the figures.
+
+    Each row runs `repeat` times per client, alternating which goes first, and the best
+    rate of each is kept: on a shared machine the worst runs measure the neighbours.
+    """
     # pynsq logs an IntegrityError for every connection it closes itself: noise here.
     logging.getLogger("nsq").setLevel(logging.CRITICAL)
     data = bodies(jobs)
     figures: dict[str, Any] = {}
     for row, _label in ROWS:
-        for who in ("ours", "pynsq"):
-            topic = fresh_topic(row, who)
-            try:
-                if row.startswith("consume"):
-                    mif = int(row.split("_")[1])
-                    trio.run(ours_fill, nsqd, topic, data)
-                    if who == "ours":
-                        rate = trio.run(ours_consume, nsqd, topic, lookupd, jobs, mif)
-                    else:
-                        rate = pynsq_run(lambda: pynsq_consume(nsqd, topic, lookupd, jobs, mif))  # noqa: B023
-                    left = depth(http, topic)
-                    if left:
-                        raise RuntimeError(f"{row} {who}: {left} messages left on nsqd")
-                else:
-                    rows = data * 5 if row == "mpub_100" else data
-                    if who == "ours":
-                        rate = trio.run(ours_publish, nsqd, topic, rows, row)
-                    else:
-                        rate = pynsq_run(lambda: pynsq_publish(nsqd, topic, rows, row))  # noqa: B023
-            finally:
-                delete_topic(http, topic)
+        best = {"ours": 0.0, "pynsq": 0.0}
+        for attempt in range(repeat):
+            order = ("ours", "pynsq") if attempt % 2 == 0 else ("pynsq", "ours")
+            for who in order:
+                best[who] = max(best[who], one_row(row, who, nsqd, http, lookupd, data))
+        for who, rate in best.items():
             figures[f"{row}_{who}"] = round(rate)
     for who in ("ours", "pynsq", "pynsq_25"):
         topic = fresh_topic("latency", who)
@@ -318,7 +335,10 @@ def run(nsqd: str, http: str, lookupd: str | None, jobs: int, latency_n: int) ->
         ordered = sorted(samples)
         figures[f"latency_median_ms_{who}"] = round(statistics.median(ordered) * 1000, 1)
         figures[f"latency_p90_ms_{who}"] = round(ordered[int(len(ordered) * 0.9)] * 1000, 1)
-    print(f"NSQ against nsqd {nsqd} ({jobs:,} messages of ~{len(data[0])} bytes per row):")
+    print(
+        f"NSQ against nsqd {nsqd} ({jobs:,} messages of ~{len(data[0])} bytes per row, "
+        f"best of {repeat}):"
+    )
     print(f"    {'messages/s':<36} {'ours':>10} {'pynsq':>10}")
     for row, label in ROWS:
         print(f"    {label:<36} {figures[row + '_ours']:>10,} {figures[row + '_pynsq']:>10,}")

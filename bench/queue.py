@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--nsqd-http", default=None, help="its HTTP host:port (default: TCP+1)")
     parser.add_argument("--lookupd", default=None, help="host:port of nsqlookupd's HTTP")
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3, help="--nsqd rows: best of this many")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning"))
     figures: dict[str, Any] = {}
@@ -277,7 +278,9 @@ def main() -> None:
         host, _, port = args.nsqd.rpartition(":")
         http = args.nsqd_http or f"{host}:{int(port) + 1}"
         figures.update(
-            _nsq_rates.run(args.nsqd, http, args.lookupd, args.jobs, args.latency_samples)
+            _nsq_rates.run(
+                args.nsqd, http, args.lookupd, args.jobs, args.latency_samples, args.repeat
+            )
         )
     else:
         figures.update(bench_nsq(args))

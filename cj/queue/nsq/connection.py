@@ -125,8 +125,15 @@ class NsqConnection:
         self._queue(command)
 
     async def send(self, command: bytes) -> None:
-        """`send_nowait`, then wait while the output buffer is over its high mark."""
+        """`send_nowait`, then `backpressure`."""
         self.send_nowait(command)
+        await self.backpressure()
+
+    async def backpressure(self) -> None:
+        """Wait while the output buffer is over its high mark (nsqd reads slowly).
+
+        Returns at once otherwise, without a checkpoint: this is on every ack's path.
+        """
         if len(self._out) > _HIGH_WATER_BYTES:
             await self.flush()
 

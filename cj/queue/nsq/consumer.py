@@ -216,8 +216,11 @@ class NsqConsumer(JobConsumer):
     async def _settle(self, link: Link, message_id: bytes, command: bytes, verb: str) -> None:
         self._settle_nowait(link, message_id, command, verb)
         connection = link.connection
-        if connection is not None and len(connection._out) > 0x100000:
-            await link.send(b"")  # bounded output: wait for the writer
+        if connection is not None:
+            try:
+                await connection.backpressure()  # bounded output: wait for the writer
+            except NsqConnectionLost:
+                pass  # nsqd redelivers what did not reach it
 
     def _settle_nowait(self, link: Link, message_id: bytes, command: bytes, verb: str) -> None:
         if not link.settle(message_id):

@@ -68,7 +68,7 @@ class Link:
             return False
         assert self.connection is not None
         try:
-            await self.connection.send(b"")
+            await self.connection.backpressure()
         except NsqConnectionLost:
             pass  # queued before the failure: nsqd redelivers if it was lost
         return True
