@@ -333,28 +333,21 @@ async def _upgrade_tls(
 
 
 _MSG_TIMEOUT_INVALID: Final = re.compile(r"msg timeout \((-?\d+)\) is invalid")
-# nsqd's E_BAD_BODY texts for IDENTIFY values out of range (client_v2.go).
-_IDENTIFY_LIMITS: Final[list[tuple[re.Pattern[str], str, Callable[[dict[str, Any], int], str]]]] = [
+# nsqd's E_BAD_BODY texts for IDENTIFY values out of range (client_v2.go); the msg
+# timeout's is handled apart (`_MsgTimeoutRefused`: nsqd's limit is probed).
+_IDENTIFY_LIMITS: Final[list[tuple[re.Pattern[str], str, Callable[[int], str]]]] = [
     (
         re.compile(r"heartbeat interval \((-?\d+)\) is invalid"),
         "queue.heartbeat_interval_s",
-        lambda _doc, v: (
+        lambda v: (
             f"{v / 1000:g} s is outside nsqd's range: 1 s to its --max-heartbeat-interval "
             f"({_MAX_HEARTBEAT_MS // 1000} s by default)"
         ),
     ),
     (
-        re.compile(r"msg timeout \((-?\d+)\) is invalid"),
-        "queue.lease_s",
-        lambda _doc, v: (
-            f"{v / 1000:g} s is outside nsqd's range: 1 s to its --max-msg-timeout "
-            "(15 min by default)"
-        ),
-    ),
-    (
         re.compile(r"output buffer timeout \((-?\d+)\) is invalid"),
         "queue.nsq_output_buffer_timeout_ms",
-        lambda _doc, v: (
+        lambda v: (
             f"{v} ms is outside nsqd's range: its --min-output-buffer-timeout "
             f"({_MIN_OUTPUT_BUFFER_TIMEOUT_MS} ms by default) to --max-output-buffer-timeout "
             f"({_MAX_OUTPUT_BUFFER_TIMEOUT_MS // 1000} s by default)"
@@ -372,7 +365,7 @@ def explain_identify_error(
             match = pattern.search(error.description)
             if match:
                 return NsqConfigError(
-                    f"{key}: nsqd at {address} refused it: {explain(identify, int(match[1]))} "
+                    f"{key}: nsqd at {address} refused it: {explain(int(match[1]))} "
                     f"(nsqd answered {error.code} {error.description})"
                 )
     return error.to_exception(address)
