@@ -17,6 +17,8 @@ NsqConnectionLost. The owner reconnects.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -98,6 +100,14 @@ class NsqConnection:
         self._writing = False
         self._writer: trio.lowlevel.Task | None = None  # set while the writer sleeps
         self._drained: trio.Event | None = None  # set while someone waits in flush()
+        # A plain TCP connection is also driven through a duplicate of its socket: a
+        # lone request is written straight from the caller and replies are read without
+        # trio's per-call wrapper, which saves two scheduler rounds per round trip (the
+        # cost of a PUB one at a time). TLS streams go through trio's stream only.
+        self._raw: socket.socket | None = None
+        if isinstance(stream, trio.SocketStream):
+            self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
+            self._raw.setblocking(False)
         self._last_read = trio.current_time()
         # A write that cannot complete within this is a dead peer (nsqd uses the
         # heartbeat interval as its own write deadline).
@@ -152,8 +162,12 @@ class NsqConnection:
         self._check_open()
         pending = _Pending()
         self._pending.append(pending)
-        self._queue(command)
-        await trio.lowlevel.wait_task_rescheduled(pending.abandon)
+        if self._raw is not None and len(self._pending) == 1 and not (self._out or self._writing):
+            self._send_direct(command)
+        else:
+            self._queue(command)
+        if pending.result is None:
+            await trio.lowlevel.wait_task_rescheduled(pending.abandon)
         result = pending.result
         if type(result) is wire.ResponseFrame:
             return result.data
@@ -178,6 +192,25 @@ class NsqConnection:
     def _check_open(self) -> None:
         if self.error is not None:
             raise NsqConnectionLost(str(self.error)) from self.error
+
+    def _send_direct(self, command: bytes) -> None:
+        """Write now, without blocking; what the socket does not take goes to the writer."""
+        assert self._raw is not None
+        try:
+            sent = self._raw.send(command)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(NsqConnectionLost(f"sending to nsqd at {self.address} failed: {exc!r}"))
+            return
+        if sent < len(command):
+            self._queue(command[sent:])
+
+    def _close_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            trio.lowlevel.notify_closing(raw)
+            raw.close()
 
     def _queue(self, command: bytes) -> None:
         self._out += command
@@ -243,8 +276,16 @@ class NsqConnection:
             self._dispatch(frame)
         receive = self._stream.receive_some
         decoder = self._decoder
+        raw = self._raw
         while True:
-            data = await receive(_RECEIVE_BYTES)
+            if raw is None:
+                data = await receive(_RECEIVE_BYTES)
+            else:
+                await trio.lowlevel.wait_readable(raw)
+                try:
+                    data = raw.recv(_RECEIVE_BYTES)
+                except BlockingIOError:
+                    continue
             if not data:
                 raise NsqConnectionLost(f"nsqd at {self.address} closed the connection")
             self._last_read = trio.current_time()
@@ -340,6 +381,7 @@ async def serve_connection(
     finally:
         if connection is not None:
             connection._fail(NsqConnectionLost(f"connection to nsqd at {address} closed"))
+            connection._close_raw()
         await trio.aclose_forcefully(stream)
         if connection is not None:
             connection._closed.set()
