@@ -86,6 +86,9 @@ async def test_auth_with_the_secret_publishes_and_consumes(
         (e["identity"], e["permission_count"]) for e in logs if e["event"] == "nsq_authenticated"
     ]
     assert authenticated == [("encoder@example", 1)] * 2  # the publisher's and the consumer's
+    assert [e["setting"] for e in logs if e["event"] == "nsq_auth_without_tls"] == [
+        "queue.nsq_tls"
+    ] * 2
 
 
 async def test_auth_required_without_a_secret_stops_naming_the_key(
@@ -208,6 +211,7 @@ async def test_tls_with_client_certificate_and_auth(pki: dict[str, Any]) -> None
                 assert seen.tls
                 assert seen.identify is not None and seen.identify["tls_v1"] is True
                 assert seen.commands[:3] == [b"IDENTIFY", b"AUTH", b"SUB"]
+                assert peer.auth_secrets_seen == [SECRET, SECRET]  # sent through TLS
                 channel = peer.channel(TOPIC, CHANNEL)
                 await peer.wait_until(lambda: channel.finished == 50)
             nursery.cancel_scope.cancel()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
 import trio
 
 from cj.config import QueueConfig
@@ -31,6 +32,8 @@ from cj.queue.nsq.errors import (
     NsqError,
     NsqProtocolError,
 )
+
+log = structlog.get_logger(__name__)
 
 _RECEIVE_BYTES: Final = 64 * 1024
 _SIZE: Final = struct.Struct(">l")
@@ -281,6 +284,9 @@ async def _handshake(
             f"nsqd at {address} requires AUTH (it runs with --auth-http-address): "
             "set queue.nsq_auth_secret"
         )
+    if options.ssl_context is None:
+        # nsqd allows it, but the secret then crosses the network in clear.
+        log.warning("nsq_auth_without_tls", address=address, setting="queue.nsq_tls")
     await frames.send(wire.auth(options.auth_secret), "AUTH")
     reply = await frames.next("AUTH")
     if isinstance(reply, wire.ErrorFrame):
