@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/queue.py [--jobs N] [--consumers C] [--max-in-flight M]
                                     [--publishers P] [--batch B]
+    .venv/bin/python bench/queue.py --nsqd HOST:4150 [--nsqd-http HOST:4151]
+                                    [--lookupd HOST:4161] [--skip-postgres]
+
+With --nsqd, the NSQ part runs against that nsqd instead: our client's rates beside
+pynsq's Tornado Writer/Reader on the same nsqd in the same run, row by row, and the
+publish→delivery median (bench/_nsq_rates.py); consumers find nsqd through --lookupd
+when given. pynsq's Reader/Writer need Tornado (the `bench` extra).
 
 NSQ part: the Trio NSQ client (`cj.queue.nsq`) against the NSQ test peer from
 tests/queue/nsq_peer.py on 127.0.0.1, in one process — so the figures are the client's
@@ -254,10 +261,31 @@ def main() -> None:
     parser.add_argument("--pg-jobs", type=int, default=10_000)
     parser.add_argument("--database-url", default=None, help="use this database, not a private one")
     parser.add_argument("--skip-nsq", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--nsqd", default=None, help="host:port of a real nsqd (TCP)")
+    parser.add_argument("--nsqd-http", default=None, help="its HTTP host:port (default: TCP+1)")
+    parser.add_argument("--lookupd", default=None, help="host:port of nsqlookupd's HTTP")
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3, help="--nsqd rows: best of this many")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning"))
-    figures = {} if args.skip_nsq else bench_nsq(args)
-    figures.update(bench_postgres(args))
+    figures: dict[str, Any] = {}
+    if args.skip_nsq:
+        pass
+    elif args.nsqd:
+        from bench import _nsq_rates
+
+        host, _, port = args.nsqd.rpartition(":")
+        http = args.nsqd_http or f"{host}:{int(port) + 1}"
+        figures.update(
+            _nsq_rates.run(
+                args.nsqd, http, args.lookupd, args.jobs, args.latency_samples, args.repeat
+            )
+        )
+    else:
+        figures.update(bench_nsq(args))
+    if not args.skip_postgres:
+        figures.update(bench_postgres(args))
     print(json.dumps(figures))
 
 

@@ -249,6 +249,18 @@ MEANINGS: dict[str, str] = {
     "queue.heartbeat_interval_s": "NSQ heartbeat interval (1 s or more).",
     "queue.poll_interval_s": "PostgreSQL queue: polling fallback when no notification arrives.",
     "queue.reconnect_max_s": "Longest pause between reconnection attempts to nsqd.",
+    "queue.nsq_auth_secret": "Secret sent with NSQ AUTH when nsqd requires it "
+    "(`--auth-http-address`); unset: none.",
+    "queue.nsq_tls": "Connect to nsqd with TLS (IDENTIFY `tls_v1`); the certificate is verified.",
+    "queue.nsq_tls_ca_file": "CA bundle to verify nsqd with (unset: the system's).",
+    "queue.nsq_tls_cert_file": "PEM client certificate for nsqd (its `--tls-client-auth-policy`); "
+    "set with the key.",
+    "queue.nsq_tls_key_file": "PEM private key of the client certificate.",
+    "queue.nsq_tls_server_name": "Name nsqd's certificate must carry (unset: the address's host).",
+    "queue.nsq_output_buffer_timeout_ms": "How long nsqd may buffer messages to a consumer "
+    "before sending (its range: `--min-output-buffer-timeout`…`--max-output-buffer-timeout`).",
+    "queue.nsq_max_body_bytes": "nsqd's `--max-body-size`: MPUBs are split to fit "
+    "(a smaller limit is learnt from nsqd's refusal).",
     # auth
     "auth.tokens": "Bearer tokens: a list of tables (keys below); JSON in the env.",
     "auth.tokens[].name": "Who holds it (logs and the audit log).",

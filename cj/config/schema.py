@@ -171,6 +171,28 @@ class QueueConfig:
     heartbeat_interval_s: PositiveFloat = 30.0
     poll_interval_s: PositiveFloat = 5.0  # PostgreSQL queue polling fallback
     reconnect_max_s: PositiveFloat = 30.0
+    # NSQ security: AUTH (nsqd --auth-http-address) and TLS (nsqd --tls-*).
+    nsq_auth_secret: SecretStr | None = None
+    nsq_tls: bool = False
+    nsq_tls_ca_file: Path | None = None  # unset: the system's trust store
+    nsq_tls_cert_file: Path | None = None  # client certificate (nsqd --tls-client-auth-policy)
+    nsq_tls_key_file: Path | None = None
+    nsq_tls_server_name: str | None = None  # unset: the host of the nsqd address
+    # How long nsqd may hold messages to a consumer before it flushes them; nsqd's own
+    # default (250 ms) is tuned for throughput, a job queue wants its jobs promptly.
+    nsq_output_buffer_timeout_ms: Annotated[int, Field(ge=1)] = 25
+    # nsqd's --max-body-size (an MPUB's whole body); nsqd's default. MPUBs are split to
+    # fit, and a smaller limit reported by nsqd is learnt from its refusal.
+    nsq_max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if (self.nsq_tls_cert_file is None) != (self.nsq_tls_key_file is None):
+            raise ValueError(
+                "queue.nsq_tls_cert_file and queue.nsq_tls_key_file must be set together"
+            )
+        tls_files = (self.nsq_tls_ca_file, self.nsq_tls_cert_file, self.nsq_tls_server_name)
+        if not self.nsq_tls and any(v is not None for v in tls_files):
+            raise ValueError("queue.nsq_tls_* settings need queue.nsq_tls = true")
 
 
 @dataclass(frozen=True, config=STRICT)

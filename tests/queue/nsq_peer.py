@@ -20,11 +20,24 @@ where a client can go wrong:
 - redelivery of a message not FINished within msg_timeout, `attempts` incremented on
   every delivery, messages spread over the subscribed clients of a channel, messages
   published before any channel exists kept for the first one;
+- TLS (`tls_context`): `tls_v1` in IDENTIFY answered in clear, then the TLS handshake
+  on the same socket and `OK` through it; `tls_required` refuses every other command
+  before the upgrade with nsqd's `E_INVALID cannot SUB in current state (TLS required)`;
+- AUTH (`auth`, a table of secrets standing in for nsqd's --auth-http-address server):
+  `auth_required` in the IDENTIFY answer, AUTH only in the initial state, `E_AUTH_FAILED`
+  for a secret the server refuses (or while `auth_available` is false),
+  `E_UNAUTHORIZED AUTH no authorizations found`, `E_AUTH_FIRST` before AUTH, and
+  SUB/PUB/MPUB checked against the grant's topic/channel regexes and permissions the
+  way nsqd's `Authorization.IsAllowed` does (a publish matches with channel "");
+- IDENTIFY limits: heartbeat 1 s..max_heartbeat_interval, output_buffer_timeout
+  min..max, output_buffer_size 64..max, msg_timeout 1 s..max_msg_timeout, with nsqd's
+  error texts, and the negotiated values in the answer;
 - fault injection: drop connections, refuse publishes with an error code, lose a
   publish's answer.
 
-Not implemented: TLS, snappy, deflate, AUTH, DPUB, sampling, disk queues. Message ids
-are 16 ASCII hex digits like nsqd's.
+Not implemented: snappy, deflate, DPUB, sampling, disk queues, output buffering (the
+peer writes at once, so latency measured against it is not nsqd's). Message ids are 16
+ASCII hex digits like nsqd's.
 """
 
 from __future__ import annotations
@@ -32,157 +45,45 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import re
-import struct
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
-FRAME_RESPONSE = 0
-FRAME_ERROR = 1
-FRAME_MESSAGE = 2
-MAGIC = b"  V2"
+from tests.queue.nsq_peer_state import (
+    _INT32,
+    FRAME_ERROR,
+    FRAME_MESSAGE,
+    FRAME_RESPONSE,
+    MAGIC,
+    AuthGrant,
+    ClientError,
+    InFlight,
+    PeerChannel,
+    PeerMessage,
+    PeerTopic,
+    frame,
+    valid_name,
+)
 
-_NAME = re.compile(r"^[.a-zA-Z0-9_-]+(#ephemeral)?$")
-_INT32 = struct.Struct(">l")
-_MESSAGE_HEADER = struct.Struct(">qH")
-
-
-def valid_name(name: str) -> bool:
-    """Topic/channel name rule from the spec: [.a-zA-Z0-9_-], 1..64, optional #ephemeral."""
-    return 0 < len(name) <= 64 and _NAME.match(name) is not None
-
-
-def frame(frame_type: int, data: bytes) -> bytes:
-    """[size][frame type][data], size counting the type and the data."""
-    return _INT32.pack(len(data) + 4) + _INT32.pack(frame_type) + data
-
-
-class ClientError(Exception):
-    """An `E_*` answer. `fatal` ones close the connection after the error frame."""
-
-    def __init__(self, code: str, description: str, *, fatal: bool = True) -> None:
-        super().__init__(f"{code} {description}")
-        self.code = code
-        self.fatal = fatal
-
-    @property
-    def frame_data(self) -> bytes:
-        return str(self).encode()
-
-
-@dataclass(eq=False)
-class PeerMessage:
-    id: bytes
-    body: bytes
-    timestamp_ns: int
-    attempts: int = 0
-
-    def encode(self) -> bytes:
-        return _MESSAGE_HEADER.pack(self.timestamp_ns, self.attempts) + self.id + self.body
-
-
-@dataclass(eq=False)
-class InFlight:
-    message: PeerMessage
-    client: PeerClient
-    delivered_at: float
-    deadline: float
-    generation: int = 0
-
-
-@dataclass(eq=False)
-class PeerChannel:
-    name: str
-    topic: str
-    peer: NsqTestPeer
-    queue: deque[PeerMessage] = field(default_factory=deque)
-    in_flight: dict[bytes, InFlight] = field(default_factory=dict)
-    clients: list[PeerClient] = field(default_factory=list)
-    deferred: int = 0
-    delivered: int = 0
-    finished: int = 0
-    requeued: int = 0
-    timed_out: int = 0
-    finished_ids: list[bytes] = field(default_factory=list)
-    _turn: int = 0
-
-    @property
-    def depth(self) -> int:
-        """Messages waiting to be delivered (deferred ones included)."""
-        return len(self.queue) + self.deferred
-
-    def put(self, message: PeerMessage) -> None:
-        self.queue.append(message)
-        self.pump()
-
-    def pump(self) -> None:
-        """Deliver queued messages to ready clients, round-robin, within their RDY."""
-        while self.queue:
-            client = self._next_ready()
-            if client is None:
-                break
-            message = self.queue.popleft()
-            message.attempts += 1
-            now = trio.current_time()
-            entry = InFlight(message, client, now, now + client.msg_timeout_s)
-            self.in_flight[message.id] = entry
-            client.in_flight += 1
-            self.delivered += 1
-            self.peer._schedule(entry.deadline, self._timeout_action(entry))
-            client.send(frame(FRAME_MESSAGE, message.encode()))
-        self.peer._notify()
-
-    def _next_ready(self) -> PeerClient | None:
-        for _ in range(len(self.clients)):
-            client = self.clients[self._turn % len(self.clients)]
-            self._turn += 1
-            if client.ready_for_messages:
-                return client
-        return None
-
-    def _timeout_action(self, entry: InFlight) -> Callable[[], None]:
-        generation = entry.generation
-
-        def expire() -> None:
-            current = self.in_flight.get(entry.message.id)
-            if current is not entry or entry.generation != generation:
-                return  # settled or touched since
-            del self.in_flight[entry.message.id]
-            entry.client.in_flight -= 1
-            self.timed_out += 1
-            # "a message that is in-flight and times out behaves identically to an
-            # explicit REQ" (with no delay).
-            self.put(entry.message)
-            entry.client.channel_changed()
-
-        return expire
-
-    def take(self, client: PeerClient, message_id: bytes, verb: str) -> InFlight:
-        entry = self.in_flight.get(message_id)
-        code = {"FIN": "E_FIN_FAILED", "REQ": "E_REQ_FAILED", "TOUCH": "E_TOUCH_FAILED"}[verb]
-        if entry is None:
-            raise ClientError(
-                code, f"{verb} {message_id.decode()} failed ID not in flight", fatal=False
-            )
-        if entry.client is not client:
-            raise ClientError(
-                code,
-                f"{verb} {message_id.decode()} failed client does not own message",
-                fatal=False,
-            )
-        return entry
-
-
-@dataclass(eq=False)
-class PeerTopic:
-    name: str
-    channels: dict[str, PeerChannel] = field(default_factory=dict)
-    # Published before any channel existed: nsqd keeps them for the first channel.
-    pending: deque[PeerMessage] = field(default_factory=deque)
+__all__ = [
+    "FRAME_ERROR",
+    "FRAME_MESSAGE",
+    "FRAME_RESPONSE",
+    "MAGIC",
+    "AuthGrant",
+    "ClientError",
+    "InFlight",
+    "NsqTestPeer",
+    "PeerChannel",
+    "PeerClient",
+    "PeerMessage",
+    "PeerTopic",
+    "frame",
+    "valid_name",
+]
 
 
 class PeerClient:
@@ -206,6 +107,11 @@ class PeerClient:
         self.heartbeats_sent = 0
         self.nops = 0
         self.closed = False
+        self.tls = False
+        self.grant: AuthGrant | None = None
+        self.output_buffer_timeout_ms = peer.output_buffer_timeout_ms
+        self.output_buffer_size = 16384
+        self._write_lock = trio.Lock()
         self._outbox_send, self._outbox = trio.open_memory_channel[bytes](float("inf"))
         self._reconfigured = trio.Event()
         self._scope = trio.CancelScope()
@@ -240,13 +146,29 @@ class PeerClient:
 
     async def _write_loop(self) -> None:
         async for data in self._outbox:
-            chunks = [data]
-            while True:  # batch whatever is queued into one write
-                try:
-                    chunks.append(self._outbox.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            await self.stream.send_all(b"".join(chunks))
+            await self.peer._thawed.wait()
+            async with self._write_lock:
+                await self.stream.send_all(b"".join([data, *self._queued()]))
+
+    def _queued(self) -> list[bytes]:
+        chunks = []
+        while True:  # batch whatever is queued into one write
+            try:
+                chunks.append(self._outbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return chunks
+
+    async def upgrade_tls(self, answer: bytes, context: ssl.SSLContext, reader: _Reader) -> None:
+        """Send the IDENTIFY answer in clear, then switch the socket to TLS, as nsqd does."""
+        async with self._write_lock:
+            await self.stream.send_all(b"".join([*self._queued(), answer]))
+            tls = trio.SSLStream(self.stream, context, server_side=True)
+            with trio.fail_after(5):  # nsqd's UpgradeTLS deadline
+                await tls.do_handshake()
+            self.stream = tls  # type: ignore[assignment]
+            reader._stream = tls  # type: ignore[assignment]
+            self.tls = True
+            await tls.send_all(frame(FRAME_RESPONSE, b"OK"))
 
     async def _heartbeat_loop(self, scope: trio.CancelScope) -> None:
         with scope:
@@ -316,6 +238,13 @@ class NsqTestPeer:
         max_req_timeout_s: float = 3600.0,
         max_msg_size: int = 1024 * 1024,
         max_body_size: int = 5 * 1024 * 1024,
+        output_buffer_timeout_ms: int = 250,
+        min_output_buffer_timeout_ms: int = 25,
+        max_output_buffer_timeout_ms: int = 30_000,
+        max_output_buffer_size: int = 64 * 1024,
+        tls_context: ssl.SSLContext | None = None,
+        tls_required: bool = False,
+        auth: dict[str, AuthGrant] | None = None,
         version: str = "1.3.0-testpeer",
     ) -> None:
         self.msg_timeout_s = msg_timeout_s
@@ -326,6 +255,20 @@ class NsqTestPeer:
         self.max_req_timeout_s = max_req_timeout_s
         self.max_msg_size = max_msg_size
         self.max_body_size = max_body_size
+        self.output_buffer_timeout_ms = output_buffer_timeout_ms
+        self.min_output_buffer_timeout_ms = min_output_buffer_timeout_ms
+        self.max_output_buffer_timeout_ms = max_output_buffer_timeout_ms
+        self.max_output_buffer_size = max_output_buffer_size
+        if tls_required and tls_context is None:
+            raise ValueError("tls_required needs a tls_context (nsqd: --tls-cert/--tls-key)")
+        self.tls_context = tls_context
+        self.tls_required = tls_required
+        # Secret → grant: the peer's stand-in for nsqd's --auth-http-address server.
+        self.auth = auth
+        self.auth_available = True  # False: the auth server is unreachable
+        self.auth_secrets_seen: list[str] = []
+        self._thawed = trio.Event()
+        self._thawed.set()
         self.version = version
         self.port = 0
         self.topics: dict[str, PeerTopic] = {}
@@ -388,6 +331,18 @@ class NsqTestPeer:
         """
         for _ in range(count):
             self._lose_answers.append(store)
+
+    @property
+    def freeze(self) -> bool:
+        """True: like nsqd under SIGSTOP, read nothing, send nothing (sockets stay open)."""
+        return not self._thawed.is_set()
+
+    @freeze.setter
+    def freeze(self, frozen: bool) -> None:
+        if frozen and self._thawed.is_set():
+            self._thawed = trio.Event()
+        elif not frozen:
+            self._thawed.set()
 
     def drop_clients(self, predicate: Callable[[PeerClient], bool] | None = None) -> int:
         """Abort the matching connections (all by default); returns how many."""
@@ -502,6 +457,7 @@ class NsqTestPeer:
             # that order under a MockClock, where both would fall on the same instant.
             hb = client.heartbeat_s
             deadline = 2 * hb + 0.001 if hb > 0 else float("inf")
+            await self._thawed.wait()
             with trio.move_on_after(deadline):
                 line = await reader.readline()
                 if line is None:
@@ -551,6 +507,11 @@ class NsqTestPeer:
         command = params[0]
         if command == b"IDENTIFY":
             return await self._identify(client, reader)
+        if self.tls_required and not client.tls:
+            name = command.decode(errors="replace")
+            raise ClientError("E_INVALID", f"cannot {name} in current state (TLS required)")
+        if command == b"AUTH":
+            return await self._auth(client, reader, params)
         if command == b"SUB":
             return self._sub(client, params)
         if command == b"RDY":
@@ -572,7 +533,7 @@ class NsqTestPeer:
             return await self._pub(client, reader, command.decode(), params)
         raise ClientError("E_INVALID", f"invalid command {command.decode(errors='replace')}")
 
-    async def _identify(self, client: PeerClient, reader: _Reader) -> bytes:
+    async def _identify(self, client: PeerClient, reader: _Reader) -> bytes | None:
         if client.state != "init":
             raise ClientError("E_INVALID", "cannot IDENTIFY in current state")
         body = await self._read_body(
@@ -594,14 +555,15 @@ class NsqTestPeer:
             client.heartbeat_s = heartbeat / 1000
         else:
             raise ClientError("E_BAD_BODY", f"IDENTIFY heartbeat interval ({heartbeat}) is invalid")
+        self._output_buffer(client, data)
+        sample_rate = int(data.get("sample_rate", 0))
+        if not 0 <= sample_rate <= 99:
+            raise ClientError("E_BAD_BODY", f"IDENTIFY sample rate ({sample_rate}) is invalid")
         msg_timeout = int(data.get("msg_timeout", 0))
         if msg_timeout != 0:
             if not 1000 <= msg_timeout <= int(self.max_msg_timeout_s * 1000):
                 raise ClientError("E_BAD_BODY", f"IDENTIFY msg timeout ({msg_timeout}) is invalid")
             client.msg_timeout_s = msg_timeout / 1000
-        sample_rate = int(data.get("sample_rate", 0))
-        if not 0 <= sample_rate <= 99:
-            raise ClientError("E_BAD_BODY", f"IDENTIFY sample rate ({sample_rate}) is invalid")
         client.identify = data
         client.client_id = str(data.get("client_id", ""))
         client.hostname = str(data.get("hostname", ""))
@@ -609,23 +571,96 @@ class NsqTestPeer:
         client._reconfigured.set()
         if not data.get("feature_negotiation"):
             return b"OK"
-        return json.dumps(
+        tls = self.tls_context is not None and bool(data.get("tls_v1"))
+        answer = json.dumps(
             {
                 "max_rdy_count": self.max_rdy_count,
                 "version": self.version,
                 "max_msg_timeout": int(self.max_msg_timeout_s * 1000),
                 "msg_timeout": int(client.msg_timeout_s * 1000),
-                "tls_v1": False,
+                "tls_v1": tls,
                 "deflate": False,
-                "deflate_level": 0,
+                "deflate_level": 6,
                 "max_deflate_level": 6,
                 "snappy": False,
                 "sample_rate": sample_rate,
-                "auth_required": False,
-                "output_buffer_size": 16384,
-                "output_buffer_timeout": 250,
+                "auth_required": self.auth is not None,
+                "output_buffer_size": client.output_buffer_size,
+                "output_buffer_timeout": client.output_buffer_timeout_ms,
             }
         ).encode()
+        if not tls:
+            return answer
+        assert self.tls_context is not None
+        try:
+            await client.upgrade_tls(frame(FRAME_RESPONSE, answer), self.tls_context, reader)
+        except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            raise ClientError("E_IDENTIFY_FAILED", f"IDENTIFY failed {exc!r}") from exc
+        return None
+
+    def _output_buffer(self, client: PeerClient, data: dict[str, object]) -> None:
+        """nsqd's SetOutputBuffer: -1 disables, 0 keeps the default, else in range."""
+        timeout = int(data.get("output_buffer_timeout", 0))  # type: ignore[call-overload]
+        if timeout == -1:
+            client.output_buffer_timeout_ms = 0
+        elif timeout != 0:
+            if (
+                not self.min_output_buffer_timeout_ms
+                <= timeout
+                <= (self.max_output_buffer_timeout_ms)
+            ):
+                raise ClientError(
+                    "E_BAD_BODY", f"IDENTIFY output buffer timeout ({timeout}) is invalid"
+                )
+            client.output_buffer_timeout_ms = timeout
+        size = int(data.get("output_buffer_size", 0))  # type: ignore[call-overload]
+        if size == -1:
+            client.output_buffer_size, client.output_buffer_timeout_ms = 1, 0
+        elif size != 0:
+            if not 64 <= size <= self.max_output_buffer_size:
+                raise ClientError("E_BAD_BODY", f"IDENTIFY output buffer size ({size}) is invalid")
+            client.output_buffer_size = size
+
+    async def _auth(self, client: PeerClient, reader: _Reader, params: list[bytes]) -> bytes:
+        if client.state != "init":
+            raise ClientError("E_INVALID", "cannot AUTH in current state")
+        if len(params) != 1:
+            raise ClientError("E_INVALID", "AUTH invalid number of parameters")
+        body = await self._read_body(
+            reader, code="E_BAD_BODY", verb="AUTH", noun="body", limit=self.max_body_size
+        )
+        if client.grant is not None:
+            raise ClientError("E_INVALID", "AUTH already set")
+        if self.auth is None:
+            raise ClientError("E_AUTH_DISABLED", "AUTH disabled")
+        secret = body.decode(errors="replace")
+        self.auth_secrets_seen.append(secret)
+        grant = self.auth.get(secret) if self.auth_available else None
+        if grant is None:
+            # nsqd hides the auth server's reason (refused secret, server down).
+            raise ClientError("E_AUTH_FAILED", "AUTH failed")
+        if not grant.authorizations:
+            raise ClientError("E_UNAUTHORIZED", "AUTH no authorizations found")
+        client.grant = grant
+        return json.dumps(
+            {
+                "identity": grant.identity,
+                "identity_url": grant.identity_url,
+                "permission_count": len(grant.authorizations),
+            }
+        ).encode()
+
+    def _check_auth(self, client: PeerClient, command: str, topic: str, channel: str) -> None:
+        """nsqd's CheckAuth (Go's %q quoting of the names)."""
+        if self.auth is None:
+            return
+        if client.grant is None:
+            raise ClientError("E_AUTH_FIRST", f"AUTH required before {command}")
+        if not client.grant.is_allowed(topic, channel):
+            raise ClientError(
+                "E_UNAUTHORIZED",
+                f"AUTH failed for {command} on {json.dumps(topic)} {json.dumps(channel)}",
+            )
 
     def _sub(self, client: PeerClient, params: list[bytes]) -> bytes:
         if client.state != "init":
@@ -639,6 +674,7 @@ class NsqTestPeer:
             raise ClientError("E_BAD_TOPIC", f'SUB topic name "{topic}" is not valid')
         if not valid_name(channel):
             raise ClientError("E_BAD_CHANNEL", f'SUB channel name "{channel}" is not valid')
+        self._check_auth(client, "SUB", topic, channel)
         peer_channel = self.channel(topic, channel)
         peer_channel.clients.append(client)
         client.channel = peer_channel
@@ -723,8 +759,10 @@ class NsqTestPeer:
             body = await self._read_body(
                 reader, code="E_BAD_MESSAGE", verb="PUB", noun="message", limit=self.max_msg_size
             )
+            self._check_auth(client, "PUB", topic, "")  # nsqd: after reading the body
             bodies = [body]
         else:
+            self._check_auth(client, "MPUB", topic, "")  # nsqd: before reading the body
             body = await self._read_body(
                 reader, code="E_BAD_BODY", verb="MPUB", noun="body", limit=self.max_body_size
             )

@@ -390,10 +390,16 @@ async def test_error_frames_surface_with_their_code(
                 await publisher.publish(job(2))
                 assert peer.published == 1
 
-            # A lease above nsqd's max_msg_timeout: IDENTIFY is refused, and retried.
+            # A lease above nsqd's max_msg_timeout: IDENTIFY is refused, and the consumer
+            # stops with an error naming the key and nsqd's limit (no reconnect loop).
             async with open_nsq_consumer(config(peer.address, lease_s=120)) as consumer:
-                await peer.wait_until(lambda: peer.errors_sent.count("E_BAD_BODY") >= 2)
+                limit = r"queue.lease_s: .* refused 120 s: .*--max-msg-timeout \(it is 60 s"
+                with pytest.raises(NsqConfigError, match=limit):
+                    await consumer.receive()
+                with pytest.raises(NsqConfigError):
+                    await consumer.wait_subscribed()
                 assert consumer.subscribed_addresses == []
+                assert peer.errors_sent.count("E_BAD_BODY") == 1
             nursery.cancel_scope.cancel()
 
 

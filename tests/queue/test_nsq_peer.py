@@ -7,14 +7,17 @@ nothing; these talk to it without any of the client's code.
 from __future__ import annotations
 
 import json
+import ssl
 import struct
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
-from tests.queue.nsq_peer import NsqTestPeer
+from tests.queue.nsq_peer import AuthGrant, NsqTestPeer
 
 
 class Raw:
@@ -213,3 +216,117 @@ async def test_messages_published_before_a_channel_wait_for_it(peer: NsqTestPeer
         await raw.subscribe()
         await raw.send(b"RDY 5")
         assert [(await raw.message())[2] for _ in range(2)] == [b"a", b"b"]
+
+
+# --- AUTH, TLS and IDENTIFY limits, as nsqd 1.3 (protocol_v2.go, client_v2.go) ----------
+
+GRANT = AuthGrant(
+    identity="enc",
+    identity_url="https://auth.test/enc",
+    authorizations=((r"^jobs$", (r"^work$", r"^$"), ("subscribe", "publish")),),
+)
+
+
+async def start(nursery: trio.Nursery, **options: Any) -> NsqTestPeer:
+    peer = NsqTestPeer(**options)
+    await nursery.start(peer.serve)
+    return peer
+
+
+async def test_auth_state_rules_and_error_texts() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            peer = await start(nursery, auth={"good": GRANT})
+            raw = await Raw.connect(peer)
+            answer = json.loads(await raw.identify(feature_negotiation=True))
+            assert answer["auth_required"] is True
+            await raw.send(b"SUB jobs work")
+            assert await raw.frame() == (1, b"E_AUTH_FIRST AUTH required before SUB")
+            assert await raw.frame() is None
+            raw = await Raw.connect(peer)
+            await raw.send(b"AUTH", b"bad")
+            assert await raw.frame() == (1, b"E_AUTH_FAILED AUTH failed")
+            raw = await Raw.connect(peer)
+            await raw.send(b"AUTH", b"good")
+            assert json.loads(await raw.expect(0)) == {
+                "identity": "enc",
+                "identity_url": "https://auth.test/enc",
+                "permission_count": 1,
+            }
+            await raw.send(b"PUB jobs", b"x")
+            await raw.expect(0, b"OK")
+            await raw.send(b"AUTH", b"good")
+            assert await raw.frame() == (1, b"E_INVALID AUTH already set")
+            raw = await Raw.connect(peer)
+            await raw.send(b"AUTH", b"good")
+            await raw.expect(0)
+            await raw.send(b"PUB other", b"x")
+            assert await raw.frame() == (1, b'E_UNAUTHORIZED AUTH failed for PUB on "other" ""')
+            raw = await Raw.connect(peer)
+            await raw.send(b"AUTH", b"good")
+            await raw.expect(0)
+            await raw.subscribe()
+            await raw.send(b"AUTH", b"good")
+            assert await raw.frame() == (1, b"E_INVALID cannot AUTH in current state")
+            for r in [*_RAWS.pop(id(peer), [])]:
+                await r.stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_auth_disabled(peer: NsqTestPeer) -> None:
+    with trio.fail_after(5):
+        raw = await Raw.connect(peer)
+        await raw.send(b"AUTH", b"anything")
+        assert await raw.frame() == (1, b"E_AUTH_DISABLED AUTH disabled")
+
+
+async def test_tls_required_then_upgraded(tmp_path: Any) -> None:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            peer = await start(nursery, tls_context=server, tls_required=True)
+            raw = await Raw.connect(peer)
+            await raw.send(b"PUB jobs", b"x")
+            assert await raw.frame() == (1, b"E_INVALID cannot PUB in current state (TLS required)")
+            raw = await Raw.connect(peer)
+            answer = json.loads(await raw.identify(feature_negotiation=True, tls_v1=True))
+            assert answer["tls_v1"] is True
+            assert not raw.buffer  # nothing in clear after the answer
+            tls = trio.SSLStream(raw.stream, client, server_hostname="127.0.0.1")
+            await tls.do_handshake()
+            raw.stream = tls  # type: ignore[assignment]
+            await raw.expect(0, b"OK")
+            await raw.send(b"PUB jobs", b"x")
+            await raw.expect(0, b"OK")
+            assert peer.published == 1
+            await tls.aclose()
+            for r in _RAWS.pop(id(peer), []):
+                await trio.aclose_forcefully(r.stream)
+            nursery.cancel_scope.cancel()
+
+
+async def test_identify_output_buffer_bounds(peer: NsqTestPeer) -> None:
+    with trio.fail_after(5):
+        raw = await Raw.connect(peer)
+        answer = json.loads(
+            await raw.identify(
+                feature_negotiation=True, output_buffer_timeout=25, output_buffer_size=4096
+            )
+        )
+        assert (answer["output_buffer_timeout"], answer["output_buffer_size"]) == (25, 4096)
+        raw = await Raw.connect(peer)
+        await raw.send(b"IDENTIFY", b'{"output_buffer_timeout": 10}')
+        assert await raw.frame() == (
+            1,
+            b"E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid",
+        )
+        raw = await Raw.connect(peer)
+        await raw.send(b"IDENTIFY", b'{"output_buffer_size": 32}')
+        assert await raw.frame() == (1, b"E_BAD_BODY IDENTIFY output buffer size (32) is invalid")
+        raw = await Raw.connect(peer)
+        await raw.send(b"IDENTIFY", b'{"msg_timeout": 900001}')
+        assert await raw.frame() == (1, b"E_BAD_BODY IDENTIFY msg timeout (900001) is invalid")

@@ -334,3 +334,38 @@ def test_jitter_stays_within_fraction() -> None:
     values = [policy.jittered(60, 0.1, rng) for _ in range(1000)]
     assert min(values) >= 54 and max(values) <= 66
     assert max(values) - min(values) > 6  # it does vary
+
+
+def test_our_hot_path_encoders_send_pynsqs_bytes() -> None:
+    import nsq.protocol as pynsq
+
+    message_id = b"0123456789abcdef"
+    bodies = [b"a", b"bc" * 40, b"{}"]
+    assert wire.finish(message_id) == bytes(pynsq.finish(message_id))
+    assert wire.touch(message_id) == bytes(pynsq.touch(message_id))
+    assert wire.requeue(message_id, 1.5) == bytes(pynsq.requeue(message_id, 1500))
+    assert wire.pub("cj-encode", b"job") == bytes(pynsq.pub("cj-encode", b"job"))
+    assert wire.mpub("cj-encode", bodies) == bytes(pynsq.mpub("cj-encode", bodies))
+    assert wire.auth("s3cret") == bytes(pynsq.auth(b"s3cret"))
+
+
+def test_identify_asks_for_tls_and_the_output_buffer_timeout() -> None:
+    body = wire.identify_body(
+        client_id="c",
+        hostname="h",
+        user_agent="u",
+        heartbeat_interval_ms=30_000,
+        msg_timeout_ms=None,
+        output_buffer_timeout_ms=25,
+        tls=True,
+    )
+    assert body["tls_v1"] is True and body["output_buffer_timeout"] == 25
+    assert "msg_timeout" not in body and "snappy" not in body and "deflate" not in body
+    negotiated = wire.parse_identify_response(
+        b'{"tls_v1": true, "auth_required": true, "output_buffer_timeout": 25}',
+        tls_requested=True,
+    )
+    assert negotiated.tls_v1 and negotiated.auth_required
+    assert negotiated.output_buffer_timeout_ms == 25
+    with pytest.raises(NsqProtocolError, match="tls_v1, which was not requested"):
+        wire.parse_identify_response(b'{"tls_v1": true}')

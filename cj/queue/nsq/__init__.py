@@ -13,8 +13,9 @@ discovery itself (`connection`, `publisher`, `consumer`, `lookupd`).
             await delivery.ack()
 """
 
-from cj.queue.nsq.consumer import NsqConsumer, NsqDelivery, open_nsq_consumer
+from cj.queue.nsq.consumer import NsqConsumer, open_nsq_consumer
 from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqError, NsqProtocolError
+from cj.queue.nsq.links import NsqDelivery
 from cj.queue.nsq.publisher import NsqPublisher, open_nsq_publisher
 
 __all__ = [

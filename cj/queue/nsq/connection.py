@@ -1,13 +1,14 @@
 """One TCP connection to nsqd: magic, IDENTIFY, a frame reader, serialized sends.
 
-`serve_connection` is started with `nursery.start`: it connects, sends the `  V2` magic
-and IDENTIFY, hands back an `NsqConnection` once nsqd has answered, and then reads
-frames until the connection ends. It answers `_heartbeat_` with NOP, passes message
-frames to `on_message`, and matches `OK`/`CLOSE_WAIT`/JSON and fatal error frames to
-the command that is waiting for them: nsqd executes one connection's commands in order,
-so responses arrive in the order the commands were sent. The non-fatal errors
-(`E_FIN_FAILED`, `E_REQ_FAILED`, `E_TOUCH_FAILED`) answer commands that have no success
-response, so they are logged rather than matched.
+`serve_connection` is started with `nursery.start`: it connects and completes the
+handshake (`handshake`: magic, IDENTIFY, TLS, AUTH), hands back an `NsqConnection`
+once nsqd has answered, and then reads frames until the connection ends. It answers
+`_heartbeat_` with NOP, passes message frames to `on_message`, and matches
+`OK`/`CLOSE_WAIT`/JSON and fatal error frames to the command that is waiting for them:
+nsqd executes one connection's commands in order, so responses arrive in the order the
+commands were sent. The non-fatal errors (`E_FIN_FAILED`, `E_REQ_FAILED`,
+`E_TOUCH_FAILED`) answer commands that have no success response, so they are logged
+rather than matched.
 
 A lost connection is not an exception in the owner's nursery: `serve_connection`
 returns, `closed` becomes true, `error` says why, and waiting requests fail with
@@ -16,41 +17,62 @@ NsqConnectionLost. The owner reconnects.
 
 from __future__ import annotations
 
-import math
+import os
+import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import structlog
 import trio
 
 from cj.queue.nsq import wire
-from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqProtocolError
+from cj.queue.nsq.errors import NsqConnectionLost, NsqProtocolError
+from cj.queue.nsq.handshake import ConnectionOptions, open_stream
 
 log = structlog.get_logger(__name__)
 
-MessageHandler = Callable[["NsqConnection", wire.MessageFrame], Awaitable[None]]
+MessageHandler = Callable[["NsqConnection", wire.MessageFrame], None]
 
 _ASYNC_ERRORS: Final = frozenset({"E_FIN_FAILED", "E_REQ_FAILED", "E_TOUCH_FAILED"})
-_RECEIVE_BYTES: Final = 64 * 1024
+_RECEIVE_BYTES: Final = 256 * 1024
+# Above this much unsent output, `send` waits for the writer (bounded memory).
+_HIGH_WATER_BYTES: Final = 1024 * 1024
 
 
 class _Pending:
-    """A command waiting for its response frame."""
+    """A command waiting for its response frame; its task sleeps until `resolve`.
 
-    __slots__ = ("done", "result")
+    (A parked task rather than a trio.Event: this is on every publish's path.)
+    """
+
+    __slots__ = ("result", "task")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
         self.result: wire.ResponseFrame | wire.ErrorFrame | NsqConnectionLost | None = None
 
     def resolve(self, result: wire.ResponseFrame | wire.ErrorFrame | NsqConnectionLost) -> None:
         self.result = result
-        self.done.set()
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def abandon(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.task = None  # cancelled: the answer, when it comes, is dropped
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class NsqConnection:
-    """An identified connection to one nsqd. Made by `serve_connection`."""
+    """An identified connection to one nsqd. Made by `serve_connection`.
+
+    Commands are appended to an output buffer that one writer task sends: whatever
+    piles up while a send is under way goes out in the next single write, so a
+    consumer's FINs and a publisher's concurrent PUBs cost one system call per batch,
+    not per command. A caller is never cancelled half-way through a command (the
+    stream stays in sync), and a cancelled request leaves its place in the response
+    queue, so later answers still match their commands.
+    """
 
     def __init__(
         self,
@@ -61,19 +83,33 @@ class NsqConnection:
         *,
         heartbeat_interval_s: float,
         on_message: MessageHandler | None,
+        identity: str | None = None,
     ) -> None:
         self.address = address
         self.negotiated = negotiated
+        self.identity = identity  # who the auth server says we are (AUTH), if any
         self.heartbeat_interval_s = heartbeat_interval_s
         self.error: NsqConnectionLost | None = None
         self._stream = stream
         self._decoder = decoder
         self._on_message = on_message
-        self._send_lock = trio.Lock()
         self._pending: deque[_Pending] = deque()
         self._reader_scope = trio.CancelScope()
         self._closed = trio.Event()
-        # A send that cannot complete within this is a dead peer (nsqd uses the
+        self._out = bytearray()
+        self._writing = False
+        self._writer: trio.lowlevel.Task | None = None  # set while the writer sleeps
+        self._drained: trio.Event | None = None  # set while someone waits in flush()
+        # A plain TCP connection is also driven through a duplicate of its socket: a
+        # lone request is written straight from the caller and replies are read without
+        # trio's per-call wrapper, which saves two scheduler rounds per round trip (the
+        # cost of a PUB one at a time). TLS streams go through trio's stream only.
+        self._raw: socket.socket | None = None
+        if isinstance(stream, trio.SocketStream):
+            self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
+            self._raw.setblocking(False)
+        self._last_read = trio.current_time()
+        # A write that cannot complete within this is a dead peer (nsqd uses the
         # heartbeat interval as its own write deadline).
         self._send_timeout_s = max(heartbeat_interval_s, 5.0)
 
@@ -89,10 +125,33 @@ class NsqConnection:
         """Return when the socket is closed (for any reason)."""
         await self._closed.wait()
 
+    def send_nowait(self, command: bytes) -> None:
+        """Queue a command that has no success response (RDY, FIN, REQ, TOUCH, NOP).
+
+        NsqConnectionLost if the connection is gone. What was queued before a failure
+        may not have reached nsqd, which is then redelivering those messages anyway.
+        """
+        self._check_open()
+        self._queue(command)
+
     async def send(self, command: bytes) -> None:
-        """Send a command that has no success response (RDY, FIN, REQ, TOUCH, NOP)."""
-        async with self._send_lock:
-            await self._send_locked(command)
+        """`send_nowait`, then `backpressure`."""
+        self.send_nowait(command)
+        await self.backpressure()
+
+    async def backpressure(self) -> None:
+        """Wait while the output buffer is over its high mark (nsqd reads slowly).
+
+        Returns at once otherwise, without a checkpoint: this is on every ack's path.
+        """
+        if len(self._out) > _HIGH_WATER_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Return once everything queued so far was written (or the connection failed)."""
+        while (self._out or self._writing) and not self.closed:
+            await self._wait_drained()
+        self._check_open()
 
     async def request(self, command: bytes) -> bytes:
         """Send a command and return its response (`OK`, `CLOSE_WAIT`, JSON).
@@ -100,24 +159,31 @@ class NsqConnection:
         Raises NsqError for an error frame (nsqd closes the connection after most of
         them) and NsqConnectionLost if the connection ends before the answer.
         """
+        self._check_open()
         pending = _Pending()
-        async with self._send_lock:
-            self._check_open()
-            self._pending.append(pending)
-            await self._send_locked(command)
-        # If the caller is cancelled here the entry stays queued, so the response
-        # that eventually arrives is still matched to the right command.
-        await pending.done.wait()
+        self._pending.append(pending)
+        if self._raw is not None and len(self._pending) == 1 and not (self._out or self._writing):
+            self._send_direct(command)
+        else:
+            self._queue(command)
+        if pending.result is None:
+            await trio.lowlevel.wait_task_rescheduled(pending.abandon)
         result = pending.result
+        if type(result) is wire.ResponseFrame:
+            return result.data
         if isinstance(result, NsqConnectionLost):
             raise NsqConnectionLost(str(result)) from result
-        if isinstance(result, wire.ErrorFrame):
-            raise result.to_exception(self.address)
-        assert isinstance(result, wire.ResponseFrame)
-        return result.data
+        assert isinstance(result, wire.ErrorFrame)
+        raise result.to_exception(self.address)
 
     async def aclose(self) -> None:
-        """Close now (without CLS); waiting requests fail with NsqConnectionLost."""
+        """Close now (without CLS); waiting requests fail with NsqConnectionLost.
+
+        Commands already queued get a moment to go out first (a REQ should reach nsqd).
+        """
+        with trio.move_on_after(1.0):
+            while (self._out or self._writing) and not self.closed:
+                await self._wait_drained()
         self._fail(NsqConnectionLost(f"connection to nsqd at {self.address} closed by us"))
         await self._closed.wait()
 
@@ -127,60 +193,114 @@ class NsqConnection:
         if self.error is not None:
             raise NsqConnectionLost(str(self.error)) from self.error
 
-    async def _send_locked(self, command: bytes) -> None:
-        self._check_open()
-        # Shielded: a send cancelled half-way would leave a partial command on the
-        # wire and desynchronise the stream for every other user of the connection.
-        deadline = trio.current_time() + self._send_timeout_s
-        with trio.CancelScope(shield=True, deadline=deadline) as timer:
-            try:
-                await self._stream.send_all(command)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                lost = NsqConnectionLost(f"sending to nsqd at {self.address} failed: {exc!r}")
-                self._fail(lost)
-                raise lost from exc
-        if timer.cancelled_caught:
-            lost = NsqConnectionLost(
-                f"nsqd at {self.address} did not take a command within {self._send_timeout_s:g}s"
-            )
-            self._fail(lost)
-            raise lost
-        # Let a cancellation that arrived during the shielded send be delivered now.
-        await trio.lowlevel.checkpoint_if_cancelled()
+    def _send_direct(self, command: bytes) -> None:
+        """Write now, without blocking; what the socket does not take goes to the writer."""
+        assert self._raw is not None
+        try:
+            sent = self._raw.send(command)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(NsqConnectionLost(f"sending to nsqd at {self.address} failed: {exc!r}"))
+            return
+        if sent < len(command):
+            self._queue(command[sent:])
+
+    def _close_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            trio.lowlevel.notify_closing(raw)
+            raw.close()
+
+    def _queue(self, command: bytes) -> None:
+        self._out += command
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            trio.lowlevel.reschedule(writer)
+
+    async def _wait_drained(self) -> None:
+        if self._drained is None:
+            self._drained = trio.Event()
+        await self._drained.wait()
+
+    def _writer_cancelled(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._writer = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._out:
+                drained, self._drained = self._drained, None
+                if drained is not None:
+                    drained.set()
+                self._writer = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._writer_cancelled)
+                # One more turn of the scheduler first: the other tasks woken with us
+                # (16 concurrent publishers, a batch of acks) add their commands to this
+                # write. Not for a lone request (one publisher waiting): only latency.
+                if len(self._pending) != 1:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            data, self._out = self._out, bytearray()
+            self._writing = True
+            with trio.move_on_after(self._send_timeout_s) as timer:
+                await self._stream.send_all(data)
+            self._writing = False
+            if timer.cancelled_caught:
+                raise NsqConnectionLost(
+                    f"nsqd at {self.address} did not take a command within "
+                    f"{self._send_timeout_s:g}s"
+                )
+
+    async def _watchdog(self) -> None:
+        # nsqd sends a heartbeat every interval whatever else it sends: silence for
+        # two of them means the peer (or the path to it) is gone.
+        silence_s = 2 * self.heartbeat_interval_s + 1.0
+        while True:
+            await trio.sleep_until(self._last_read + silence_s)
+            if trio.current_time() - self._last_read >= silence_s:
+                raise NsqConnectionLost(
+                    f"nothing from nsqd at {self.address} for {silence_s:g}s (heartbeats missed)"
+                )
 
     def _fail(self, error: NsqConnectionLost) -> None:
         if self.error is None:
             self.error = error
         while self._pending:
             self._pending.popleft().resolve(self.error)
+        if self._drained is not None:
+            self._drained.set()
         self._reader_scope.cancel()
 
     async def _read_frames(self) -> None:
-        # nsqd sends a heartbeat every interval whatever else it sends: silence for
-        # two of them means the peer (or the path to it) is gone.
-        silence_s = 2 * self.heartbeat_interval_s + 1.0
         for frame in self._decoder.frames():  # anything read together with the handshake
-            await self._dispatch(frame)
+            self._dispatch(frame)
+        receive = self._stream.receive_some
+        decoder = self._decoder
+        raw = self._raw
         while True:
-            with trio.move_on_after(silence_s) as timer:
-                data = await self._stream.receive_some(_RECEIVE_BYTES)
-            if timer.cancelled_caught:
-                raise NsqConnectionLost(
-                    f"nothing from nsqd at {self.address} for {silence_s:g}s (heartbeats missed)"
-                )
+            if raw is None:
+                data = await receive(_RECEIVE_BYTES)
+            else:
+                await trio.lowlevel.wait_readable(raw)
+                try:
+                    data = raw.recv(_RECEIVE_BYTES)
+                except BlockingIOError:
+                    continue
             if not data:
                 raise NsqConnectionLost(f"nsqd at {self.address} closed the connection")
-            self._decoder.feed(data)
-            for frame in self._decoder.frames():
-                await self._dispatch(frame)
+            self._last_read = trio.current_time()
+            decoder.feed(data)
+            for frame in decoder.frames():
+                self._dispatch(frame)
 
-    async def _dispatch(self, frame: wire.Frame) -> None:
+    def _dispatch(self, frame: wire.Frame) -> None:
         if isinstance(frame, wire.MessageFrame):
             if self._on_message is None:
                 raise NsqProtocolError(f"nsqd at {self.address} sent a message to a publisher")
-            await self._on_message(self, frame)
-        elif isinstance(frame, wire.ResponseFrame) and frame.data == wire.HEARTBEAT:
-            await self.send(wire.NOP)
+            self._on_message(self, frame)
+            return
+        if isinstance(frame, wire.ResponseFrame) and frame.data == wire.HEARTBEAT:
+            self.send_nowait(wire.NOP)
         elif isinstance(frame, wire.ErrorFrame) and frame.code in _ASYNC_ERRORS:
             log.warning(
                 "nsq_command_failed",
@@ -201,97 +321,82 @@ class NsqConnection:
         else:
             log.warning("nsq_unexpected_response", address=self.address, data=frame.data[:80])
 
+    async def _run(self) -> None:
+        """Read, write and watch until the connection fails (raises why)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop)
+            nursery.start_soon(self._watchdog)
+            await self._read_frames()
+
 
 async def serve_connection(
     address: str,
+    options: ConnectionOptions,
     *,
-    identify: bytes,
-    heartbeat_interval_s: float,
     on_message: MessageHandler | None = None,
-    connect_timeout_s: float = 10.0,
     task_status: trio.TaskStatus[NsqConnection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Connect and IDENTIFY, report the `NsqConnection`, then read until it ends.
+    """Connect and IDENTIFY (TLS, AUTH), report the `NsqConnection`, then read until it ends.
 
     Failing to connect or to IDENTIFY raises (from `nursery.start`): NsqConnectionLost
-    for network trouble, NsqError if nsqd refused the IDENTIFY. Once started, this
-    returns normally when the connection ends; `connection.error` says why.
+    for network trouble, NsqConfigError for settings nsqd refused or security it
+    requires, NsqError/NsqAuthError for other refusals. Once started, this returns
+    normally when the connection ends; `connection.error` says why.
     """
-    host, port = wire.parse_address(address, setting="nsqd address")
-    try:
-        with trio.fail_after(connect_timeout_s):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-    except (OSError, trio.TooSlowError) as exc:
-        raise NsqConnectionLost(f"cannot connect to nsqd at {address}: {exc!r}") from exc
+    opened = await open_stream(address, options)
+    stream = opened.stream
     connection: NsqConnection | None = None
     try:
-        decoder = wire.FrameDecoder()
-        negotiated = await _handshake(address, stream, decoder, identify, connect_timeout_s)
         connection = NsqConnection(
             address,
             stream,
-            decoder,
-            negotiated,
-            heartbeat_interval_s=heartbeat_interval_s,
+            opened.decoder,
+            opened.negotiated,
+            heartbeat_interval_s=options.heartbeat_interval_s,
             on_message=on_message,
+            identity=opened.identity,
         )
         task_status.started(connection)
-        log.debug("nsq_connected", address=address, nsqd_version=negotiated.version)
+        if opened.identity is not None or opened.permission_count is not None:
+            log.info(
+                "nsq_authenticated",
+                address=address,
+                identity=opened.identity,
+                permission_count=opened.permission_count,
+            )
+        log.debug(
+            "nsq_connected",
+            address=address,
+            nsqd_version=opened.negotiated.version,
+            tls=opened.negotiated.tls_v1,
+        )
         with connection._reader_scope:
             try:
-                await connection._read_frames()
-            except NsqConnectionLost as exc:
-                connection._fail(exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                connection._fail(
-                    NsqConnectionLost(f"reading from nsqd at {address} failed: {exc!r}")
-                )
+                await connection._run()
+            except BaseException as exc:
+                lost = _connection_error(exc, address)
+                if lost is None:
+                    raise
+                connection._fail(lost)
     finally:
         if connection is not None:
             connection._fail(NsqConnectionLost(f"connection to nsqd at {address} closed"))
+            connection._close_raw()
         await trio.aclose_forcefully(stream)
         if connection is not None:
             connection._closed.set()
             log.debug("nsq_disconnected", address=address, reason=str(connection.error))
 
 
-async def _handshake(
-    address: str,
-    stream: trio.abc.Stream,
-    decoder: wire.FrameDecoder,
-    identify: bytes,
-    timeout_s: float,
-) -> wire.Negotiated:
-    try:
-        with trio.fail_after(timeout_s):
-            await stream.send_all(wire.MAGIC_V2 + identify)
-            while True:
-                frame = decoder.next_frame()
-                if frame is not None:
-                    break
-                data = await stream.receive_some(_RECEIVE_BYTES)
-                if not data:
-                    raise NsqConnectionLost(f"nsqd at {address} closed the connection on IDENTIFY")
-                decoder.feed(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise NsqConnectionLost(f"IDENTIFY with nsqd at {address} failed: {exc!r}") from exc
-    except trio.TooSlowError as exc:
-        raise NsqConnectionLost(
-            f"nsqd at {address} did not answer IDENTIFY in {timeout_s:g}s"
-        ) from exc
-    if isinstance(frame, wire.ErrorFrame):
-        raise frame.to_exception(address)
-    if not isinstance(frame, wire.ResponseFrame):
-        raise NsqProtocolError(f"nsqd at {address} answered IDENTIFY with {type(frame).__name__}")
-    negotiated = wire.parse_identify_response(frame.data)
-    if negotiated.auth_required:
-        raise NsqConfigError(
-            f"nsqd at {address} requires AUTH (auth_required=true in its IDENTIFY answer);"
-            " this client does not implement AUTH"
-        )
-    return negotiated
-
-
-def to_ms(seconds: float) -> int:
-    """Whole milliseconds, as IDENTIFY wants heartbeat_interval and msg_timeout."""
-    return math.floor(seconds * 1000)
+def _connection_error(exc: BaseException, address: str) -> NsqConnectionLost | None:
+    """The NsqConnectionLost behind a reader/writer/watchdog failure, or None if other."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_connection_error(e, address) for e in exc.exceptions]
+        if found and all(f is not None for f in found):
+            return found[0]
+        return None
+    if isinstance(exc, NsqConnectionLost):
+        return exc
+    if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
+        return NsqConnectionLost(f"connection to nsqd at {address} failed: {exc!r}")
+    return None

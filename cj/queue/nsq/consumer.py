@@ -18,7 +18,14 @@ Graceful shutdown: `stop_receiving()` sends RDY 0 everywhere, requeues (REQ 0) w
 was received but not handed out, and ends `receive()` with ConsumerStopped; deliveries
 already handed out can still be acked. Each connection then waits until nothing is in
 flight on it, sends CLS, and closes. Leaving the `async with` block REQs whatever is
-still unsettled, so another consumer gets it at once rather than after msg_timeout.
+still unsettled, so another consumer gets it at once rather than after msg_timeout —
+however the block is left: on cancellation the connections' tasks are shielded
+(`background_nursery`) until the REQs and CLS are out, within `close_timeout_s`.
+
+A refusal that reconnecting cannot cure (settings nsqd rejects, TLS or AUTH it
+requires, a secret or topic/channel its auth server refuses) stops the consumer:
+`receive()` and `wait_subscribed()` raise it (NsqConfigError / NsqAuthError, naming the
+key and nsqd's limit) instead of a reconnect loop.
 """
 
 from __future__ import annotations
@@ -35,117 +42,27 @@ import structlog
 import trio
 
 from cj.config import QueueConfig
-from cj.queue.base import BadJob, ConsumerStopped, Delivery, EncodeJob, JobConsumer
+from cj.queue.base import BadJob, ConsumerStopped, EncodeJob, JobConsumer
 from cj.queue.nsq import lookupd, wire
 from cj.queue.nsq._nursery import background_nursery
-from cj.queue.nsq.connection import NsqConnection, serve_connection, to_ms
-from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqError, NsqProtocolError
-from cj.queue.nsq.policy import Backoff, distribute_rdy, jittered
-from cj.queue.nsq.publisher import USER_AGENT, check_heartbeat
+from cj.queue.nsq.connection import NsqConnection, serve_connection
+from cj.queue.nsq.errors import (
+    NsqConfigError,
+    NsqConnectionLost,
+    NsqError,
+    NsqProtocolError,
+)
+from cj.queue.nsq.handshake import explain_refusal, options_from_config, to_ms
+from cj.queue.nsq.links import Link, NsqDelivery, Producer
+from cj.queue.nsq.policy import Backoff, distribute_rdy, is_fatal, jittered
+from cj.queue.nsq.publisher import USER_AGENT
 
 log = structlog.get_logger(__name__)
 
 _LOOKUPD_JITTER: Final = 0.1
+# receive() hands out at most this many buffered messages before letting others run.
+_BATCH: Final = 64
 _LOOKUPD_TIMEOUT_S: Final = 10.0
-
-
-class _Link:
-    """One subscribed connection and the messages in flight on it."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.connection: NsqConnection | None = None
-        self.in_flight: set[bytes] = set()
-        self.rdy = 0
-        self.draining = False
-        self.drain_requested = trio.Event()
-        self._idle = trio.Event()
-        self._idle.set()
-
-    @property
-    def alive(self) -> bool:
-        return self.connection is not None and not self.connection.closed
-
-    def add(self, message_id: bytes) -> None:
-        self.in_flight.add(message_id)
-        if self._idle.is_set():
-            self._idle = trio.Event()
-
-    def settle(self, message_id: bytes) -> bool:
-        """Forget `message_id`; False if it was not in flight here."""
-        if message_id not in self.in_flight:
-            return False
-        self.in_flight.discard(message_id)
-        if not self.in_flight:
-            self._idle.set()
-        return True
-
-    async def wait_idle(self) -> None:
-        while self.in_flight:
-            await self._idle.wait()
-
-    async def send(self, command: bytes) -> bool:
-        """Send if the connection is up; False (after logging) if it is not."""
-        connection = self.connection
-        if connection is None or connection.closed:
-            return False
-        try:
-            await connection.send(command)
-        except NsqConnectionLost as exc:
-            log.warning("nsq_send_failed", address=self.address, error=str(exc))
-            return False
-        return True
-
-
-class _Producer:
-    """The consumer's bookkeeping for one nsqd address."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.retired = False
-        self.link: _Link | None = None
-        self.scope = trio.CancelScope()
-
-
-class NsqDelivery(Delivery):
-    """One message delivered by nsqd, settled on the connection that delivered it."""
-
-    def __init__(
-        self, consumer: NsqConsumer, link: _Link, message: wire.MessageFrame, job: EncodeJob
-    ) -> None:
-        self.job = job
-        self.attempts = message.attempts
-        self.message_id = message.id
-        self.timestamp_ns = message.timestamp_ns
-        self._consumer = consumer
-        self._link = link
-
-    def __repr__(self) -> str:
-        return f"<NsqDelivery {self.message_id.decode(errors='replace')} attempts={self.attempts}>"
-
-    async def ack(self) -> None:
-        """FIN: nsqd forgets the message."""
-        await self._consumer._settle(
-            self._link, self.message_id, wire.finish(self.message_id), "fin"
-        )
-
-    async def retry(self, delay_s: float) -> None:
-        """REQ with `delay_s` (whole ms, at most nsqd's default max of 1 h)."""
-        command = wire.requeue(self.message_id, delay_s)
-        await self._consumer._settle(self._link, self.message_id, command, "req")
-
-    async def touch(self) -> None:
-        """TOUCH: nsqd restarts this message's msg_timeout."""
-        if self.message_id not in self._link.in_flight:
-            log.warning("nsq_touch_settled", message_id=self.message_id.decode(errors="replace"))
-            return
-        if not await self._link.send(wire.touch(self.message_id)):
-            log.info(
-                "nsq_touch_skipped",
-                address=self._link.address,
-                message_id=self.message_id.decode(errors="replace"),
-                reason="connection gone; nsqd redelivers the message",
-            )
 
 
 class NsqConsumer(JobConsumer):
@@ -154,7 +71,6 @@ class NsqConsumer(JobConsumer):
     def __init__(self, config: QueueConfig, *, client_id: str, close_timeout_s: float) -> None:
         self.topic = wire.validate_topic(config.topic)
         self.channel = wire.validate_channel(config.channel)
-        check_heartbeat(config)
         if config.lease_s < 1:
             raise NsqConfigError(
                 f"queue.lease_s (NSQ msg_timeout) must be at least 1 (nsqd's minimum), "
@@ -176,36 +92,55 @@ class NsqConsumer(JobConsumer):
             )
         self._config = config
         self._max_in_flight = config.max_in_flight
-        self._heartbeat_s = to_ms(config.heartbeat_interval_s) / 1000
         self._msg_timeout_ms = to_ms(config.lease_s)
-        self._identify = wire.identify(
+        self._options = options_from_config(
+            config,
             client_id=client_id,
             hostname=socket.gethostname(),
             user_agent=USER_AGENT,
-            heartbeat_interval_ms=to_ms(config.heartbeat_interval_s),
             msg_timeout_ms=self._msg_timeout_ms,
         )
+        self._heartbeat_s = self._options.heartbeat_interval_s
         self._close_timeout_s = close_timeout_s
-        self._producers: dict[str, _Producer] = {}
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[_Link, wire.MessageFrame]](
+        self._producers: dict[str, Producer] = {}
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Link, wire.MessageFrame]](
             math.inf
         )
         self._rdy_lock = trio.Lock()
+        self._unyielded = 0
         self._stopping = False
         self._lookupd_scope = trio.CancelScope()
         self._links_changed = trio.Event()
         self._running = 0
         self._all_done = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # A refusal retrying cannot cure (settings, TLS, AUTH): receive() raises it.
+        self.failure: NsqConfigError | NsqError | None = None
+        self._ever_subscribed = False
 
     # --- JobConsumer ----------------------------------------------------------------
 
     async def receive(self) -> NsqDelivery:
-        """The next job; ConsumerStopped after `stop_receiving`."""
+        """The next job; ConsumerStopped after `stop_receiving`.
+
+        Messages already read are handed out without a trip through the scheduler (up
+        to `_BATCH` in a row): the acks of a whole batch then leave in one write.
+        """
         while True:
             try:
-                link, message = await self._inbox.receive()
+                if self._unyielded < _BATCH:
+                    try:
+                        link, message = self._inbox.receive_nowait()
+                        self._unyielded += 1
+                    except trio.WouldBlock:
+                        self._unyielded = 0
+                        link, message = await self._inbox.receive()
+                else:
+                    self._unyielded = 0
+                    link, message = await self._inbox.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self.failure is not None:
+                    raise self.failure from None
                 raise ConsumerStopped("the NSQ consumer is stopped") from None
             if not link.alive:
                 # Its connection died while it waited here: nsqd has requeued it, and an
@@ -235,7 +170,7 @@ class NsqConsumer(JobConsumer):
         log.info("nsq_consumer_stopping", topic=self.topic, channel=self.channel)
         self._lookupd_scope.cancel()
         self._inbox_send.close()
-        unreceived: list[tuple[_Link, wire.MessageFrame]] = []
+        unreceived: list[tuple[Link, wire.MessageFrame]] = []
         while True:
             try:
                 unreceived.append(self._inbox.receive_nowait())
@@ -256,13 +191,18 @@ class NsqConsumer(JobConsumer):
         return sorted(link.address for link in self._links())
 
     async def wait_subscribed(self, count: int = 1) -> None:
-        """Return once at least `count` connections are subscribed."""
+        """Return once at least `count` connections are subscribed.
+
+        Raises the consumer's `failure` if it gave up (a refusal retrying cannot cure).
+        """
         while len(self._links()) < count:
+            if self.failure is not None:
+                raise self.failure
             await self._links_changed.wait()
 
     # --- internals --------------------------------------------------------------------
 
-    def _links(self) -> list[_Link]:
+    def _links(self) -> list[Link]:
         return [
             p.link
             for p in self._producers.values()
@@ -273,13 +213,22 @@ class NsqConsumer(JobConsumer):
         self._links_changed.set()
         self._links_changed = trio.Event()
 
-    async def _settle(self, link: _Link, message_id: bytes, command: bytes, verb: str) -> None:
+    async def _settle(self, link: Link, message_id: bytes, command: bytes, verb: str) -> None:
+        self._settle_nowait(link, message_id, command, verb)
+        connection = link.connection
+        if connection is not None:
+            try:
+                await connection.backpressure()  # bounded output: wait for the writer
+            except NsqConnectionLost:
+                pass  # nsqd redelivers what did not reach it
+
+    def _settle_nowait(self, link: Link, message_id: bytes, command: bytes, verb: str) -> None:
         if not link.settle(message_id):
             log.warning(
                 "nsq_already_settled", verb=verb, message_id=message_id.decode(errors="replace")
             )
             return
-        if not await link.send(command):
+        if not link.send_nowait(command):
             log.info(
                 "nsq_settle_skipped",
                 verb=verb,
@@ -288,17 +237,17 @@ class NsqConsumer(JobConsumer):
                 reason="connection gone; nsqd redelivers the message",
             )
 
-    async def _on_message(
-        self, link: _Link, connection: NsqConnection, message: wire.MessageFrame
+    def _on_message(
+        self, link: Link, connection: NsqConnection, message: wire.MessageFrame
     ) -> None:
         link.add(message.id)
         if self._stopping or link.draining:
             # Sent before nsqd saw our RDY 0: give it straight back.
-            await self._settle(link, message.id, wire.requeue(message.id, 0), "req")
+            self._settle_nowait(link, message.id, wire.requeue(message.id, 0), "req")
             return
         self._inbox_send.send_nowait((link, message))
 
-    async def _set_rdy(self, link: _Link, count: int) -> None:
+    async def _set_rdy(self, link: Link, count: int) -> None:
         if link.rdy == count:
             return
         link.rdy = count  # before sending, so a concurrent caller does not repeat it
@@ -321,11 +270,11 @@ class NsqConsumer(JobConsumer):
             producer.retired = False
             return
         assert self._nursery is not None
-        producer = self._producers[address] = _Producer(address)
+        producer = self._producers[address] = Producer(address)
         self._running += 1
         self._nursery.start_soon(self._maintain, producer)
 
-    def _retire(self, producer: _Producer) -> None:
+    def _retire(self, producer: Producer) -> None:
         producer.retired = True
         link = producer.link
         if link is not None and link.alive:
@@ -334,7 +283,7 @@ class NsqConsumer(JobConsumer):
         else:
             producer.scope.cancel()
 
-    async def _maintain(self, producer: _Producer) -> None:
+    async def _maintain(self, producer: Producer) -> None:
         """Keep one subscribed connection to `producer` until it is retired."""
         backoff = Backoff(max_s=self._config.reconnect_max_s, immediate_first=True)
         try:
@@ -344,6 +293,10 @@ class NsqConsumer(JobConsumer):
                     try:
                         await self._subscribe_and_serve(producer)
                     except (NsqConnectionLost, NsqError, NsqConfigError) as exc:
+                        if self._is_fatal(exc):
+                            assert not isinstance(exc, NsqConnectionLost)
+                            await self._give_up(producer, exc)
+                            break
                         log.warning(
                             "nsq_subscribe_failed", address=producer.address, error=str(exc)
                         )
@@ -364,9 +317,26 @@ class NsqConsumer(JobConsumer):
             if self._running == 0:
                 self._all_done.set()
 
-    async def _subscribe_and_serve(self, producer: _Producer) -> None:
+    def _is_fatal(self, error: Exception) -> bool:
+        return is_fatal(error, ever_subscribed=self._ever_subscribed)
+
+    async def _give_up(self, producer: Producer, error: NsqConfigError | NsqError) -> None:
+        log.error(
+            "nsq_consumer_failed",
+            address=producer.address,
+            topic=self.topic,
+            channel=self.channel,
+            error=str(error),
+        )
+        if self.failure is None:
+            self.failure = error
+        producer.retired = True
+        self._notify_links_changed()
+        await self.stop_receiving()
+
+    async def _subscribe_and_serve(self, producer: Producer) -> None:
         """Connect, SUB and serve until the connection ends; raise if SUB never happened."""
-        link = _Link(producer.address)
+        link = Link(producer.address)
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             # Failures are carried out of the nursery by hand: raised inside its body
@@ -399,18 +369,18 @@ class NsqConsumer(JobConsumer):
             )
             await self._rebalance()
 
-    async def _subscribe(self, nursery: trio.Nursery, link: _Link) -> None:
+    async def _subscribe(self, nursery: trio.Nursery, link: Link) -> None:
         connection: NsqConnection = await nursery.start(
             partial(
                 serve_connection,
                 link.address,
-                identify=self._identify,
-                heartbeat_interval_s=self._heartbeat_s,
+                self._options,
                 on_message=partial(self._on_message, link),
             )
         )
         link.connection = connection
         negotiated = connection.negotiated
+        self._check_negotiated(link.address, negotiated)
         if negotiated.msg_timeout_ms not in (None, self._msg_timeout_ms):
             log.warning(
                 "nsq_msg_timeout_differs",
@@ -418,18 +388,52 @@ class NsqConsumer(JobConsumer):
                 asked_ms=self._msg_timeout_ms,
                 got_ms=negotiated.msg_timeout_ms,
             )
-        answer = await connection.request(wire.subscribe(self.topic, self.channel))
+        try:
+            answer = await connection.request(wire.subscribe(self.topic, self.channel))
+        except NsqError as exc:
+            raise explain_refusal(
+                exc,
+                command="SUB",
+                topic=self.topic,
+                channel=self.channel,
+                identity=connection.identity,
+            ) from exc
         if answer != wire.OK:
             raise NsqProtocolError(f"nsqd at {link.address} answered SUB with {answer[:80]!r}")
+        self._ever_subscribed = True
         log.info(
             "nsq_subscribed",
             address=link.address,
             topic=self.topic,
             channel=self.channel,
             nsqd_version=negotiated.version,
+            tls=negotiated.tls_v1,
+            auth_identity=connection.identity,
+            output_buffer_timeout_ms=negotiated.output_buffer_timeout_ms,
         )
 
-    async def _drain_when_asked(self, link: _Link) -> None:
+    def _check_negotiated(self, address: str, negotiated: wire.Negotiated) -> None:
+        """Log where nsqd's IDENTIFY answer differs from what the settings asked for."""
+        if negotiated.max_rdy_count < self._max_in_flight:
+            log.warning(
+                "nsq_max_in_flight_capped",
+                address=address,
+                setting="queue.max_in_flight",
+                configured=self._max_in_flight,
+                nsqd_max_rdy_count=negotiated.max_rdy_count,
+            )
+        asked_buffer = self._config.nsq_output_buffer_timeout_ms
+        got_buffer = negotiated.output_buffer_timeout_ms
+        if got_buffer is not None and got_buffer != asked_buffer:
+            log.warning(
+                "nsq_output_buffer_timeout_differs",
+                address=address,
+                setting="queue.nsq_output_buffer_timeout_ms",
+                asked_ms=asked_buffer,
+                got_ms=got_buffer,
+            )
+
+    async def _drain_when_asked(self, link: Link) -> None:
         await link.drain_requested.wait()
         await self._set_rdy(link, 0)
         await self._rebalance()  # the others take over this one's share

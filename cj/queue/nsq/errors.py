@@ -27,6 +27,13 @@ class NsqError(QueueError):
         self.address = address
 
 
+class NsqAuthError(NsqError):
+    """nsqd (its auth server) refused our AUTH secret or a topic/channel to it.
+
+    Retrying with the same secret cannot help; the message names what was refused.
+    """
+
+
 class NsqConnectionLost(QueueUnavailable):
     """The connection to nsqd closed or failed; reconnecting may help."""
 

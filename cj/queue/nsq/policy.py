@@ -1,8 +1,28 @@
-"""Client policies without I/O: reconnect backoff, RDY distribution, poll jitter."""
+"""Client policies without I/O: reconnect backoff, RDY distribution, poll jitter, and
+which refusals are worth retrying."""
 
 from __future__ import annotations
 
 import random
+from typing import Final
+
+from cj.queue.nsq.errors import NsqAuthError, NsqConfigError, NsqError
+
+# nsqd's answers to SUB/IDENTIFY that the same request would get again.
+_FATAL_CODES: Final = frozenset({"E_BAD_TOPIC", "E_BAD_CHANNEL", "E_BAD_BODY"})
+
+
+def is_fatal(error: Exception, *, ever_subscribed: bool) -> bool:
+    """A refusal that reconnecting with the same settings cannot cure.
+
+    E_AUTH_FAILED is also nsqd's answer when its auth server is unreachable, so it is
+    fatal only at start: once subscribed, it is retried like a lost connection.
+    """
+    if isinstance(error, NsqConfigError):
+        return True
+    if isinstance(error, NsqAuthError):
+        return error.code != "E_AUTH_FAILED" or not ever_subscribed
+    return isinstance(error, NsqError) and error.code in _FATAL_CODES
 
 
 class Backoff:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -28,8 +29,9 @@ from cj.config import QueueConfig
 from cj.queue.base import EncodeJob, JobPublisher, QueueError, QueueUnavailable
 from cj.queue.nsq import wire
 from cj.queue.nsq._nursery import background_nursery
-from cj.queue.nsq.connection import NsqConnection, serve_connection, to_ms
+from cj.queue.nsq.connection import NsqConnection, serve_connection
 from cj.queue.nsq.errors import NsqConfigError, NsqConnectionLost, NsqError, NsqProtocolError
+from cj.queue.nsq.handshake import explain_refusal, options_from_config
 from cj.queue.nsq.policy import Backoff
 
 log = structlog.get_logger(__name__)
@@ -37,6 +39,8 @@ log = structlog.get_logger(__name__)
 USER_AGENT: Final = "calljournal-nsq/0.1"
 # nsqd's answers to a publish that failed on its side and may succeed if repeated.
 _RETRYABLE: Final = frozenset({"E_PUB_FAILED", "E_MPUB_FAILED"})
+# nsqd's refusal of an MPUB over its --max-body-size (protocol_v2.go).
+_BODY_TOO_BIG: Final = re.compile(r"MPUB body too big (\d+) > (\d+)")
 
 
 @dataclass(eq=False)
@@ -65,7 +69,6 @@ class NsqPublisher(JobPublisher):
         self.topic = wire.validate_topic(config.topic)
         if not config.nsqd_tcp_addresses:
             raise NsqConfigError("queue.nsqd_tcp_addresses: the NSQ publisher needs at least one")
-        check_heartbeat(config)
         self._targets = [
             _Target(
                 address=wire.format_address(
@@ -75,17 +78,18 @@ class NsqPublisher(JobPublisher):
             )
             for address in config.nsqd_tcp_addresses
         ]
-        self._heartbeat_s = to_ms(config.heartbeat_interval_s) / 1000
-        self._identify = wire.identify(
+        self._options = options_from_config(
+            config,
             client_id=client_id,
             hostname=socket.gethostname(),
             user_agent=USER_AGENT,
-            heartbeat_interval_ms=to_ms(config.heartbeat_interval_s),
             msg_timeout_ms=None,
+            connect_timeout_s=connect_timeout_s,
         )
+        # Lowered when an nsqd says its --max-body-size is smaller.
+        self.max_body_bytes = config.nsq_max_body_bytes
         self._nursery = nursery
         self._give_up_after_s = give_up_after_s
-        self._connect_timeout_s = connect_timeout_s
         self._turn = itertools.count()
         self._closed = False
 
@@ -102,9 +106,47 @@ class NsqPublisher(JobPublisher):
         await self._deliver(wire.pub(self.topic, body))
 
     async def publish_many_bytes(self, bodies: Sequence[bytes]) -> None:
-        """MPUB raw message bodies; each batch is atomic on nsqd's side."""
-        for batch in wire.mpub_batches(bodies):
-            await self._deliver(wire.mpub(self.topic, batch))
+        """MPUB raw message bodies, in batches that fit nsqd's body size limit.
+
+        Each batch is atomic on nsqd's side. If nsqd refuses a batch as too big (its
+        --max-body-size is below queue.nsq_max_body_bytes), the limit it names is
+        adopted, logged, and the rest is split again.
+        """
+        remaining = bodies
+        while remaining:
+            if 4 + 4 * len(remaining) + sum(map(len, remaining)) <= self.max_body_bytes:
+                batch = remaining  # the usual case: all in one
+            else:
+                batch = next(wire.mpub_batches(remaining, self.max_body_bytes))
+            try:
+                await self._deliver(wire.mpub(self.topic, batch))
+            except NsqError as exc:
+                limit = self._smaller_body_limit(exc)
+                if limit is None:
+                    raise
+                log.warning(
+                    "nsq_max_body_lowered",
+                    address=exc.address,
+                    setting="queue.nsq_max_body_bytes",
+                    configured=self.max_body_bytes,
+                    nsqd_max_body_size=limit,
+                )
+                self.max_body_bytes = limit
+                continue
+            remaining = remaining[len(batch) :]
+
+    def _smaller_body_limit(self, error: NsqError) -> int | None:
+        match = _BODY_TOO_BIG.search(error.description) if error.code == "E_BAD_BODY" else None
+        if match is None:
+            return None
+        limit = int(match[2])
+        if limit >= self.max_body_bytes:
+            return None  # our own split was wrong: do not loop
+        if limit < 8:  # not even one message fits
+            raise NsqConfigError(
+                f"nsqd at {error.address} has --max-body-size {limit}: no MPUB fits"
+            ) from error
+        return limit
 
     async def _deliver(self, command: bytes) -> None:
         if self._closed:
@@ -121,6 +163,7 @@ class NsqPublisher(JobPublisher):
                 target = self._targets[(start + i) % len(self._targets)]
                 if target.retry_at > trio.current_time():
                     continue
+                connection: NsqConnection | None = None
                 try:
                     connection = await self._connection(target)
                     answer = await connection.request(command)
@@ -128,7 +171,14 @@ class NsqPublisher(JobPublisher):
                     last_error = exc
                 except NsqError as exc:
                     if exc.code not in _RETRYABLE:
-                        raise
+                        identity = None if connection is None else connection.identity
+                        raise explain_refusal(
+                            exc,
+                            command=command.split(b" ", 1)[0].decode(),
+                            topic=self.topic,
+                            channel=None,
+                            identity=identity,
+                        ) from exc
                     last_error = exc
                 else:
                     if answer != wire.OK:
@@ -154,31 +204,19 @@ class NsqPublisher(JobPublisher):
             await trio.sleep_until(wake)
 
     async def _connection(self, target: _Target) -> NsqConnection:
+        connection = target.connection
+        if connection is not None and connection.error is None:
+            return connection  # the common case: no lock, no checkpoint
         async with target.lock:  # one connect per address, however many publishes wait
             if target.connection is None or target.connection.closed:
                 target.connection = None
                 target.connection = await self._nursery.start(
-                    partial(
-                        serve_connection,
-                        target.address,
-                        identify=self._identify,
-                        heartbeat_interval_s=self._heartbeat_s,
-                        connect_timeout_s=self._connect_timeout_s,
-                    )
+                    partial(serve_connection, target.address, self._options)
                 )
             return target.connection
 
     def _close(self) -> None:
         self._closed = True
-
-
-def check_heartbeat(config: QueueConfig) -> None:
-    """NsqConfigError unless the heartbeat interval is one nsqd accepts (>= 1 s)."""
-    if config.heartbeat_interval_s < 1:
-        raise NsqConfigError(
-            f"queue.heartbeat_interval_s must be at least 1 (nsqd's minimum), "
-            f"got {config.heartbeat_interval_s:g}"
-        )
 
 
 @asynccontextmanager

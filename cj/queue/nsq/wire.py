@@ -1,9 +1,13 @@
 """The NSQ V2 wire format, without I/O.
 
-Commands are encoded and message frames decoded by pynsq's sans-IO `nsq.protocol`
-module; this module adds what pynsq leaves to its Tornado connection class: validation
-with errors that name the problem, the size-prefixed frame splitter, error-frame
-parsing, and the IDENTIFY body and its negotiated response.
+Rare commands (IDENTIFY, SUB, RDY, NOP) are encoded by pynsq's sans-IO `nsq.protocol`
+module; the per-message ones (PUB, MPUB, FIN, REQ, TOUCH) and message frames are
+encoded/decoded here with the same layout (tests/queue/test_nsq_wire.py checks the bytes
+against pynsq's), because pynsq's generic builders and its Message object were most of
+a consumer's per-message cost. This module also adds what pynsq leaves to its Tornado
+connection class: validation with errors that name the problem, the size-prefixed
+frame splitter, error-frame parsing, the IDENTIFY body and its negotiated response, and
+AUTH.
 
 Importing `nsq.protocol` executes pynsq's package `__init__`, which imports Tornado
 (ioloop, iostream, httpclient) and asyncio. That is import cost only (~60 ms): no event
@@ -49,6 +53,7 @@ DEFAULT_MAX_RDY_COUNT: Final = 2500
 DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 
 _SIZE = struct.Struct(">l")
+_MESSAGE = struct.Struct(">qH16s")  # timestamp, attempts, id
 _NAME_RULE = "1 to 64 characters from [.a-zA-Z0-9_-], optionally ending in '#ephemeral'"
 
 
@@ -86,17 +91,20 @@ def format_address(host: str, port: int) -> str:
 # --- commands ------------------------------------------------------------------------
 
 
-def identify(
+def identify_body(
     *,
     client_id: str,
     hostname: str,
     user_agent: str,
     heartbeat_interval_ms: int,
     msg_timeout_ms: int | None,
-) -> bytes:
-    """IDENTIFY with feature negotiation; `msg_timeout_ms=None` keeps nsqd's default.
+    output_buffer_timeout_ms: int | None = None,
+    tls: bool = False,
+) -> dict[str, Any]:
+    """The IDENTIFY document; `None` keeps nsqd's default for that setting.
 
-    TLS, snappy, deflate and sampling are not requested, so the connection stays plain.
+    Snappy, deflate and sampling are never requested (see docs: not worth it for
+    ~100-byte jobs), so only TLS can change the stream after IDENTIFY.
     """
     body: dict[str, Any] = {
         "client_id": client_id,
@@ -107,7 +115,58 @@ def identify(
     }
     if msg_timeout_ms is not None:
         body["msg_timeout"] = msg_timeout_ms
+    if output_buffer_timeout_ms is not None:
+        body["output_buffer_timeout"] = output_buffer_timeout_ms
+    if tls:
+        body["tls_v1"] = True
+    return body
+
+
+def identify_command(body: dict[str, Any]) -> bytes:
     return bytes(_pynsq.identify(body))
+
+
+def identify(
+    *,
+    client_id: str,
+    hostname: str,
+    user_agent: str,
+    heartbeat_interval_ms: int,
+    msg_timeout_ms: int | None,
+) -> bytes:
+    """IDENTIFY with feature negotiation; `msg_timeout_ms=None` keeps nsqd's default."""
+    return identify_command(
+        identify_body(
+            client_id=client_id,
+            hostname=hostname,
+            user_agent=user_agent,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            msg_timeout_ms=msg_timeout_ms,
+        )
+    )
+
+
+def auth(secret: str) -> bytes:
+    """AUTH with the secret as its size-prefixed body (pynsq has it too, as `auth`)."""
+    data = secret.encode()
+    if not data:
+        raise NsqConfigError("queue.nsq_auth_secret must not be empty")
+    return b"AUTH\n" + _SIZE.pack(len(data)) + data
+
+
+def parse_auth_response(data: bytes) -> tuple[str | None, int | None]:
+    """(identity, permission_count) from nsqd's AUTH answer."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise NsqProtocolError(f"AUTH response is not JSON: {data[:80]!r}") from None
+    if not isinstance(doc, dict):
+        raise NsqProtocolError(f"AUTH response is not a JSON object: {data[:80]!r}")
+    identity = doc.get("identity")
+    return (
+        identity if isinstance(identity, str) else None,
+        _int(doc, "permission_count", None),
+    )
 
 
 def subscribe(topic: str, channel: str) -> bytes:
@@ -122,7 +181,8 @@ def ready(count: int) -> bytes:
 
 
 def finish(message_id: bytes) -> bytes:
-    return bytes(_pynsq.finish(_check_id(message_id)))
+    # As pynsq's `finish`, without its generic command builder (hot path: every ack).
+    return b"FIN " + _check_id(message_id) + b"\n"
 
 
 def requeue(message_id: bytes, delay_s: float) -> bytes:
@@ -131,7 +191,7 @@ def requeue(message_id: bytes, delay_s: float) -> bytes:
     nsqd treats an out-of-range timeout as a fatal E_INVALID (it closes the
     connection), so an over-long delay is shortened rather than sent.
     """
-    return bytes(_pynsq.requeue(_check_id(message_id), requeue_delay_ms(delay_s)))
+    return b"REQ %s %d\n" % (_check_id(message_id), requeue_delay_ms(delay_s))
 
 
 def requeue_delay_ms(delay_s: float) -> int:
@@ -141,22 +201,42 @@ def requeue_delay_ms(delay_s: float) -> int:
 
 
 def touch(message_id: bytes) -> bytes:
-    return bytes(_pynsq.touch(_check_id(message_id)))
+    return b"TOUCH " + _check_id(message_id) + b"\n"
 
 
 def pub(topic: str, body: bytes) -> bytes:
     # pynsq omits the size prefix of an empty body, which desynchronises the stream.
     if not body:
         raise ValueError("an NSQ message body must not be empty")
-    return bytes(_pynsq.pub(validate_topic(topic), body))
+    return b"PUB %s\n%s%s" % (_topic_bytes(topic), _SIZE.pack(len(body)), body)
+
+
+_TOPIC_BYTES: dict[str, bytes] = {}
+
+
+def _topic_bytes(topic: str) -> bytes:
+    """The validated topic, encoded (cached: publishers send the same one every time)."""
+    found = _TOPIC_BYTES.get(topic)
+    if found is None:
+        found = validate_topic(topic).encode()
+        if len(_TOPIC_BYTES) < 1024:
+            _TOPIC_BYTES[topic] = found
+    return found
 
 
 def mpub(topic: str, bodies: Sequence[bytes]) -> bytes:
     if not bodies:
         raise ValueError("MPUB needs at least one message")
+    # The layout of pynsq's `mpub`, built with one join instead of its struct per call.
     if not all(bodies):
         raise ValueError("an NSQ message body must not be empty")
-    return bytes(_pynsq.mpub(validate_topic(topic), list(bodies)))
+    pack = _SIZE.pack
+    sizes = [pack(len(body)) for body in bodies]
+    total = 4 + 4 * len(bodies) + sum(map(len, bodies))
+    parts = [b"MPUB %s\n%s%s" % (_topic_bytes(topic), pack(total), pack(len(bodies)))]
+    for size, body in zip(sizes, bodies, strict=True):
+        parts += (size, body)
+    return b"".join(parts)
 
 
 def mpub_batches(
@@ -241,6 +321,11 @@ class FrameDecoder:
             self._offset = 0
         self._buffer += data
 
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet returned as frames."""
+        return len(self._buffer) - self._offset
+
     def frames(self) -> Iterator[Frame]:
         """Every complete frame fed so far; raises NsqProtocolError on garbage."""
         while True:
@@ -250,33 +335,30 @@ class FrameDecoder:
             yield frame
 
     def next_frame(self) -> Frame | None:
-        available = len(self._buffer) - self._offset
-        if available < 4:
+        buffer = self._buffer
+        offset = self._offset
+        if len(buffer) - offset < 4:
             return None
-        (size,) = _SIZE.unpack_from(self._buffer, self._offset)
+        (size,) = _SIZE.unpack_from(buffer, offset)
         if size < 4 or size > self._max:
             raise NsqProtocolError(f"invalid NSQ frame size {size}")
-        if available < 4 + size:
+        end = offset + 4 + size
+        if len(buffer) < end:
             return None
-        start = self._offset + 4
-        raw = bytes(self._buffer[start : start + size])
-        self._offset = start + size
-        frame_type, data = _pynsq.unpack_response(raw)
+        (frame_type,) = _SIZE.unpack_from(buffer, offset + 4)
+        self._offset = end
+        if frame_type == FRAME_TYPE_MESSAGE:
+            if size < 4 + 26:
+                raise NsqProtocolError(f"NSQ message frame too short ({size - 4} bytes)")
+            # [timestamp int64][attempts uint16][id 16 bytes][body], as pynsq's
+            # decode_message but unsigned (the spec's uint16) and without its Message.
+            timestamp, attempts, message_id = _MESSAGE.unpack_from(buffer, offset + 8)
+            return MessageFrame(message_id, attempts, timestamp, bytes(buffer[offset + 34 : end]))
+        data = bytes(buffer[offset + 8 : end])
         if frame_type == FRAME_TYPE_RESPONSE:
             return ResponseFrame(data)
         if frame_type == FRAME_TYPE_ERROR:
             return parse_error(data)
-        if frame_type == FRAME_TYPE_MESSAGE:
-            if len(data) < 26:
-                raise NsqProtocolError(f"NSQ message frame too short ({len(data)} bytes)")
-            message = _pynsq.decode_message(data)
-            # The spec says uint16 attempts; pynsq unpacks it signed ('>h').
-            return MessageFrame(
-                id=bytes(message.id),
-                attempts=message.attempts & 0xFFFF,
-                timestamp_ns=message.timestamp,
-                body=bytes(message.body),
-            )
         raise NsqProtocolError(f"unknown NSQ frame type {frame_type}")
 
 
@@ -292,9 +374,12 @@ class Negotiated:
     max_msg_timeout_ms: int | None = None
     version: str = ""
     auth_required: bool = False
+    tls_v1: bool = False
+    output_buffer_timeout_ms: int | None = None
+    output_buffer_size: int | None = None
 
 
-def parse_identify_response(data: bytes) -> Negotiated:
+def parse_identify_response(data: bytes, *, tls_requested: bool = False) -> Negotiated:
     """The negotiated features; NsqProtocolError if nsqd enabled one we did not ask for."""
     if data == OK:
         return Negotiated()  # nsqd without feature negotiation
@@ -304,7 +389,7 @@ def parse_identify_response(data: bytes) -> Negotiated:
         raise NsqProtocolError(f"IDENTIFY response is neither OK nor JSON: {data[:80]!r}") from None
     if not isinstance(doc, dict):
         raise NsqProtocolError(f"IDENTIFY response is not a JSON object: {data[:80]!r}")
-    for feature in ("tls_v1", "snappy", "deflate"):
+    for feature in ("snappy", "deflate") if tls_requested else ("tls_v1", "snappy", "deflate"):
         # The stream would switch encoding right after this frame; we cannot follow.
         if doc.get(feature):
             raise NsqProtocolError(f"nsqd enabled {feature}, which was not requested")
@@ -314,6 +399,9 @@ def parse_identify_response(data: bytes) -> Negotiated:
         max_msg_timeout_ms=_int(doc, "max_msg_timeout", None),
         version=str(doc.get("version", "")),
         auth_required=bool(doc.get("auth_required", False)),
+        tls_v1=bool(doc.get("tls_v1", False)),
+        output_buffer_timeout_ms=_int(doc, "output_buffer_timeout", None),
+        output_buffer_size=_int(doc, "output_buffer_size", None),
     )
 
 
