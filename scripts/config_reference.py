@@ -75,7 +75,8 @@ MEANINGS: dict[str, str] = {
     "agent.sources[].name": "The source's name; becomes the calls' `source` field.",
     "agent.sources[].cdr_dir": "Directory the PBX writes CDR files into.",
     "agent.sources[].recordings_dir": "Directory the PBX writes recordings into (may be cdr_dir).",
-    "agent.sources[].format": "`auto`, `compact` (the spec's JSON) or `freeswitch` (mod_json_cdr).",
+    "agent.sources[].format": "`auto`, `compact` (the spec's JSON), `freeswitch` (mod_json_cdr), "
+    "`freeswitch_xml` (mod_xml_cdr) or `freeswitch_csv` (mod_cdr_csv lines).",
     "agent.sources[].timezone": "The PBX's time zone, for CDR times written without one.",
     "agent.sources[].cdr_patterns": "File name patterns of CDRs.",
     "agent.sources[].recording_patterns": "File name patterns of recordings.",

@@ -45,6 +45,13 @@ SIGNATURE = ("clid", "dest", "dirc", "stti", "epos")
 
 def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
     """The canonical call described by a compact CDR document."""
+    return explain_compact(document, options)[0]
+
+
+def explain_compact(
+    document: Mapping[str, Any], options: CdrOptions
+) -> tuple[Call, dict[str, str]]:
+    """The call and, per Call field, the document field it came from."""
     for key in ("uuid", "clid", "dest"):
         if document.get(key) is None:
             raise CdrFieldError(key, "is missing")
@@ -74,7 +81,8 @@ def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
     if started_at is None:
         raise CdrFieldError("stti", "is missing, and epos is absent or 0: no start time")
 
-    return fields.build_call(
+    sources.update(uuid="uuid", caller="clid", destination="dest", direction="dirc", private="rtag")
+    call = fields.build_call(
         sources,
         uuid=call_uuid,
         source=options.source,
@@ -94,6 +102,7 @@ def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
         recording_name=_recording(document),
         raw=document,
     )
+    return call, sources
 
 
 def _direction(value: object) -> Direction:

@@ -75,16 +75,21 @@ def parse_freeswitch(document: Mapping[str, Any], options: CdrOptions) -> Call:
 
 
 def explain_freeswitch(
-    document: Mapping[str, Any], options: CdrOptions
+    document: Mapping[str, Any], options: CdrOptions, *, url_encoded: bool = True
 ) -> tuple[Call, dict[str, str]]:
-    """The call and, per Call field, the document field that decided it and why."""
-    return _Reader(document, options).call()
+    """The call and, per Call field, the document field that decided it and why.
+
+    `url_encoded=False` reads the variables as they are (mod_cdr_csv lines)."""
+    return _Reader(document, options, url_encoded=url_encoded).call()
 
 
 class _Reader:
-    def __init__(self, document: Mapping[str, Any], options: CdrOptions) -> None:
+    def __init__(
+        self, document: Mapping[str, Any], options: CdrOptions, *, url_encoded: bool = True
+    ) -> None:
         self.document = document
         self.options = options
+        self.url_encoded = url_encoded
         self.variables = _object(document.get("variables"), "variables")
         # Chronological: the originating profile first.
         self.profiles = _profiles(document)
@@ -152,7 +157,7 @@ class _Reader:
 
     def var(self, name: str) -> str | None:
         """A channel variable, URL-decoded and stripped; None when absent or empty."""
-        return _decoded(self.variables.get(name), f"variables.{name}")
+        return _decoded(self.variables.get(name), f"variables.{name}", self.url_encoded)
 
     def profile_value(self, key: str) -> tuple[str | None, str]:
         """A field of the originating caller profile, URL-decoded, and its path."""
@@ -324,10 +329,12 @@ def _object(value: object, path: str) -> Mapping[str, Any]:
     raise CdrFieldError(path, f"must be an object, got {json_kind(value)}")
 
 
-def _decoded(value: object, path: str) -> str | None:
+def _decoded(value: object, path: str, url_encoded: bool = True) -> str | None:
     text = fields.text(value, path)
     if not text:
         return None
+    if not url_encoded:
+        return text
     # unquote, not unquote_plus: FreeSWITCH encodes a plus as %2B and a space as %20,
     # and a literal `+` in `+7 903…` must stay a plus.
     return unquote(text).strip() or None

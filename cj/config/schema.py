@@ -43,6 +43,8 @@ class CdrFormat(StrEnum):
     AUTO = "auto"
     COMPACT = "compact"
     FREESWITCH = "freeswitch"
+    FREESWITCH_XML = "freeswitch_xml"
+    FREESWITCH_CSV = "freeswitch_csv"
 
 
 class AfterSuccess(StrEnum):
