@@ -96,7 +96,9 @@ class Decision:
     reason: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.reason else self.path
+        if self.path and self.reason:
+            return f"{self.path}: {self.reason}"
+        return self.path or self.reason
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,11 @@ def read_parties(doc: Document) -> Parties:
     destination_raw, decisions["destination"] = _destination(doc)
     login, login_decision = _caller_login(doc)
     direction, decisions["direction"] = _direction(
-        doc, caller_raw, destination_raw, login_decision, originated
+        doc,
+        (caller_raw, decisions["caller"].path),
+        (destination_raw, decisions["destination"].path),
+        login_decision,
+        originated,
     )
 
     caller_extension, decisions["caller_extension"] = "", Decision("", "the caller is outside")
@@ -137,7 +143,7 @@ def read_parties(doc: Document) -> Parties:
     decisions["destination_extension"] = Decision("", "the destination is outside")
     if direction is not Direction.OUTBOUND:
         destination_extension, decisions["destination_extension"] = _callee_login(
-            doc, destination_raw
+            doc, destination_raw, decisions["destination"].path
         )
     return Parties(
         caller=fields.phone(caller_raw, decisions["caller"].path),
@@ -284,7 +290,7 @@ def _caller_login(doc: Document) -> tuple[str, Decision]:
     return "", Decision("", "no authenticated user")
 
 
-def _callee_login(doc: Document, destination: str) -> tuple[str, Decision]:
+def _callee_login(doc: Document, destination: str, path: str) -> tuple[str, Decision]:
     for name in ("dialed_user", "dialed_extension"):
         value = doc.var(name)
         if value:
@@ -295,7 +301,7 @@ def _callee_login(doc: Document, destination: str) -> tuple[str, Decision]:
             return value, Decision(f"{path}.destination_number", "the user the B-leg rang")
     callee = destination.lstrip("*#")
     if doc.local.is_extension(callee):
-        return callee, Decision("destination", "the destination is a local extension")
+        return callee, Decision(path, "the destination is a local extension")
     return "", Decision("", "no local user in the document")
 
 
@@ -336,8 +342,13 @@ def _through_gateway(doc: Document) -> Decision | None:
 
 
 def _direction(
-    doc: Document, caller: str, destination: str, login: Decision, originated: bool
+    doc: Document,
+    caller_at: tuple[str, str],
+    destination_at: tuple[str, str],
+    login: Decision,
+    originated: bool,
 ) -> tuple[Direction, Decision]:
+    (caller, caller_path), (destination, destination_path) = caller_at, destination_at
     local = doc.local
     word = doc.var("call_direction")
     if word and word.lower() in CALL_DIRECTIONS:
@@ -355,7 +366,7 @@ def _direction(
     gateway = _through_gateway(doc)
     if gateway is not None:
         return Direction.OUTBOUND, gateway
-    caller_local = _local_caller(doc, caller, login)
+    caller_local = _local_caller(doc, caller, caller_path, login)
     callee_local = local.is_local(destination) or local.is_extension(destination.lstrip("*#"))
     if caller_local is not None and not callee_local and destination:
         return Direction.OUTBOUND, Decision(
@@ -367,13 +378,13 @@ def _direction(
         )
     if caller_local is None and callee_local and caller:
         return Direction.INBOUND, Decision(
-            "destination", f"{caller} is not local, {destination} is local"
+            destination_path, f"{caller} is not local, {destination} is local"
         )
     found = CHANNEL_DIRECTIONS.get((channel or "").lower(), Direction.UNKNOWN)
     return found, Decision(channel_path, "the channel's direction: no other evidence")
 
 
-def _local_caller(doc: Document, caller: str, login: Decision) -> Decision | None:
+def _local_caller(doc: Document, caller: str, caller_path: str, login: Decision) -> Decision | None:
     """Why the caller is local, or None."""
     if (doc.var("sip_authorized") or "").lower() in _TRUE:
         return Decision("variables.sip_authorized", "an authenticated local user")
@@ -382,7 +393,7 @@ def _local_caller(doc: Document, caller: str, login: Decision) -> Decision | Non
     if doc.var("user_context"):
         return Decision("variables.user_context", "a user of the directory")
     if doc.local.is_local(caller):
-        return Decision("caller", f"{caller} is a local number")
+        return Decision(caller_path, f"{caller} is a local number")
     return None
 
 

@@ -380,7 +380,7 @@ BAD_SEARCHES: list[tuple[dict[str, Any], str]] = [
     ({"phone": "12", "limit": "1001"}, "limit"),
     ({"phone": "12", "limit": "ten"}, "limit"),
     ({"phone": "12", "page_token": "garbage!"}, "page_token"),
-    ({"phone": "abc"}, "phone"),
+    ({"phone": "a b c"}, "phone"),  # "abc" would be an extension or SIP login
     ({"phone": "12", "exact": "maybe"}, "exact"),
     ({"phone": "12", "direction": "up"}, "direction"),
     ({"phone": "12", "fromm": "2026-03-02T00:00:00Z"}, "fromm"),  # a typo is not ignored

@@ -59,7 +59,7 @@ async def test_a_phone_search_finds_a_call_by_extension(db: Database) -> None:
     assert await search(phone="1001") == {by_callee.uuid, by_number.uuid}
     assert await search(phone="1001", exact=True) == {by_callee.uuid}
     assert await search(phone="+4986517174960") == {by_login.uuid}
-    with pytest.raises(SearchError, match="^phone: .*extension or SIP login"):
+    with pytest.raises(SearchError, match=r"^phone: .*extension or SIP login"):
         SearchQuery(phone="no digits")
 
 
