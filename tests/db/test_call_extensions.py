@@ -42,8 +42,9 @@ async def test_extensions_round_trip_and_change_the_stored_call(db: Database) ->
 
 async def test_a_phone_search_finds_a_call_by_extension(db: Database) -> None:
     by_login = make_call(caller="+4986517174960", caller_extension="Dan")
-    by_callee = make_call(caller="79161234567", destination="74957001020",
-                          destination_extension="1001")  # fmt: skip
+    by_callee = make_call(
+        caller="79161234567", destination="74957001020", destination_extension="1001"
+    )
     by_number = make_call(caller="84951111001")  # digits end in 1001
     unrelated = make_call(caller="79160000000", caller_extension="1002")
     for call in (by_login, by_callee, by_number, unrelated):
