@@ -14,6 +14,8 @@ an anonymous caller) and a start time (`epos`, or `stti` when `epos` is 0 or abs
 - `rtag` "private" (any case) marks the recording private; anything else is public.
 - `wbye` → `hangup_side`, `hang` → `hangup_cause`, `code` → `sip_code` (0/empty = none;
   "487 Request Terminated" → 487).
+- Optional extensions (not in the specification; DESIGN §10): `clex` → `caller_extension`,
+  `dsex` → `destination_extension`, the extension or SIP login behind each number.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def explain_compact(
         "sip_code": "code",
         "recording_name": "rnam",
         "source": "source",
+        "caller_extension": "clex",
+        "destination_extension": "dsex",
     }
     started_at = fields.epoch_seconds(document.get("epos"), "epos")
     sources["started_at"] = "epos"
@@ -88,6 +92,8 @@ def explain_compact(
         source=options.source,
         caller=fields.phone(document["clid"], "clid"),
         caller_name=fields.text(document.get("clna"), "clna") or "",
+        caller_extension=fields.text(document.get("clex"), "clex") or "",
+        destination_extension=fields.text(document.get("dsex"), "dsex") or "",
         destination=fields.phone(document["dest"], "dest"),
         direction=_direction(document.get("dirc")),
         started_at=started_at,
