@@ -90,6 +90,8 @@ class _Reader:
         self.document = document
         self.options = options
         self.url_encoded = url_encoded
+        # Decoded variables: the rules ask for the same ones several times.
+        self._vars: dict[str, str | None] = {}
         self.variables = _object(document.get("variables"), "variables")
         # Chronological: the originating profile first.
         self.profiles = _profiles(document)
@@ -157,7 +159,12 @@ class _Reader:
 
     def var(self, name: str) -> str | None:
         """A channel variable, URL-decoded and stripped; None when absent or empty."""
-        return _decoded(self.variables.get(name), f"variables.{name}", self.url_encoded)
+        try:
+            return self._vars[name]
+        except KeyError:
+            value = _decoded(self.variables.get(name), f"variables.{name}", self.url_encoded)
+            self._vars[name] = value
+            return value
 
     def profile_value(self, key: str) -> tuple[str | None, str]:
         """A field of the originating caller profile, URL-decoded, and its path."""
