@@ -95,6 +95,7 @@ def tail_patterns(ctx: SourceContext) -> re.Pattern[str]:
     if patterns == ("*.json",) and ctx.source.format in (
         CdrFormat.ASTERISK_CSV,
         CdrFormat.ASTERISK_CUSTOM,
+        CdrFormat.FREESWITCH_CSV,
     ):
         patterns = DEFAULT_CSV_PATTERNS  # the default patterns are for JSON files
     return compile_patterns(patterns)

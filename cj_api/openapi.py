@@ -68,8 +68,16 @@ def _schemas() -> dict[str, Schema]:
         "caller_number": _NUMBER,
         "caller_digits": {"type": "string", "pattern": "^[0-9]*$", "readOnly": True},
         "caller_name": _TEXT,
+        "caller_extension": {
+            **_TEXT,
+            "description": "the extension or SIP login behind the caller (empty if outside)",
+        },
         "destination_number": _NUMBER,
         "destination_digits": {"type": "string", "pattern": "^[0-9]*$", "readOnly": True},
+        "destination_extension": {
+            **_TEXT,
+            "description": "the local extension or SIP login called (empty if outside)",
+        },
         "direction": _DIRECTION,
         "started_at": _TIME,
         "answered_at": _nullable(_TIME),
@@ -405,7 +413,11 @@ def _paths() -> dict[str, Schema]:
         "416",
     )
     search_filters = [
-        _query("phone", {"type": "string", "pattern": "[0-9]"}, "digits to match"),
+        _query(
+            "phone",
+            {"type": "string", "pattern": "[0-9]|^[A-Za-z0-9._@+-]{1,64}$"},
+            "digits to match, or an extension / SIP login",
+        ),
         _query("exact", {"type": "boolean"}, "match the whole number"),
         _query("from", _TIME, "interval start (inclusive), with a zone"),
         _query("to", _TIME, "interval end (exclusive), with a zone"),
@@ -435,7 +447,9 @@ def _paths() -> dict[str, Schema]:
                 "operationId": "searchCalls",
                 "summary": "Search calls by phone number, or by interval; newest first",
                 "description": "With `phone`, calls whose caller or destination matches "
-                "(by suffix of digits unless `exact`), optionally within [from, to). "
+                "(by suffix of digits unless `exact`), or whose caller or destination "
+                "extension equals it (case-insensitive: `1001`, `dan`), optionally within "
+                "[from, to). "
                 "Without `phone`, calls with from <= started_at < to (both required). "
                 "Unknown parameters are refused.",
                 "tags": ["search"],

@@ -130,8 +130,9 @@ MEANINGS: dict[str, str] = {
     "agent.sources[].cdr_dir": "Directory the PBX writes CDR files into.",
     "agent.sources[].recordings_dir": "Directory the PBX writes recordings into (may be cdr_dir).",
     "agent.sources[].format": (
-        "`auto`, `compact` (the spec's JSON), `freeswitch` (mod_json_cdr); tailed files: "
-        "`asterisk_csv` (Master.csv), `asterisk_custom` (cdr_custom), `asterisk_json` (JSON lines)."
+        "`auto`, `compact` (the spec's JSON), `freeswitch` (mod_json_cdr), `freeswitch_xml` "
+        "(mod_xml_cdr); tailed files: `asterisk_csv` (Master.csv), `asterisk_custom` "
+        "(cdr_custom), `asterisk_json` (JSON lines), `freeswitch_csv` (mod_cdr_csv)."
     ),
     "agent.sources[].timezone": "The PBX's time zone, for CDR times written without one.",
     "agent.sources[].cdr_patterns": (
@@ -179,6 +180,10 @@ MEANINGS: dict[str, str] = {
     "agent.sources[].csv_columns": (
         "`asterisk_custom`: the cdr_custom columns in order, or the mapping line itself "
         "(none: the stock `cdr_custom.conf` mapping)."
+    ),
+    "agent.sources[].csv_template": (
+        "`freeswitch_csv`: the mod_cdr_csv template of the tailed files, a stock name "
+        "(`example`, `sql` …) or its text with `${variables}`."
     ),
     "agent.sources[].userfield_recording_key": (
         "Asterisk: the userfield key naming the recording (`rec=<file>;tag=private`)."

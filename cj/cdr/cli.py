@@ -1,7 +1,10 @@
 """`cj cdr show PATH`: how the agent reads one CDR file, as one JSON object.
 
 For operators checking a PBX's output and the agent's configuration (time zone,
-recording and privacy variables) before pointing an agent at it.
+recording and privacy variables, local numbers) before pointing an agent at it.
+`--explain` adds which field of the document decided each value, and why; a
+mod_cdr_csv file (`--format freeswitch_csv`, or a `.csv` file) is read line by line
+(`--line N`, else every line as a JSON array).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from typing import Any
 
 import click
 
-from cj.cdr.detect import parse_cdr, read_cdr_file
+from cj.cdr.detect import explain_cdr, read_cdr_file
 from cj.cdr.document import MAX_DOCUMENT_BYTES
 from cj.cdr.errors import CdrError
+from cj.cdr.freeswitch_csv import (
+    DEFAULT_TEMPLATE,
+    MAX_LINE_BYTES,
+    STOCK_TEMPLATES,
+    CsvTemplate,
+    explain_freeswitch_csv_line,
+)
 from cj.cdr.lines import is_line_format, parse_lines
+from cj.cdr.locality import DEFAULT_LOCAL_EXTENSIONS, LocalNumbers
 from cj.cdr.options import DEFAULT_PRIVACY_VARIABLE, DEFAULT_RECORDING_VARIABLES, CdrOptions
 from cj.config import CdrFormat
 from cj.model import Call
@@ -29,7 +40,9 @@ def call_summary(call: Call) -> dict[str, Any]:
         "uuid": str(call.uuid),
         "caller_number": call.caller.raw,
         "caller_name": call.caller_name,
+        "caller_extension": call.caller_extension,
         "destination_number": call.destination.raw,
+        "destination_extension": call.destination_extension,
         "direction": call.direction.value,
         "started_at": rfc3339(call.started_at),
         "answered_at": rfc3339(call.answered_at),
@@ -42,6 +55,20 @@ def call_summary(call: Call) -> dict[str, Any]:
         "private": call.private,
         "recording_file": call.recording_name,
     }
+
+
+# Call attribute → the key `call_summary` prints it under, where they differ.
+_SUMMARY_KEYS = {
+    "caller": "caller_number",
+    "destination": "destination_number",
+    "hangup_side": "hangup_disposition",
+    "recording_name": "recording_file",
+}
+
+
+def explanation_summary(explanation: dict[str, str]) -> dict[str, str]:
+    """The explanation keyed like `call_summary` (plus `document` for a recovery note)."""
+    return {_SUMMARY_KEYS.get(name, name): text for name, text in explanation.items()}
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -92,7 +119,7 @@ def cdr() -> None:
     "--line",
     "line_number",
     type=click.IntRange(min=1),
-    help="Read line N of an append-only CDR file (Master.csv …; format default asterisk_csv).",
+    help="Read line N of an append-only CDR file (Master.csv, mod_cdr_csv …; 1 = the first).",
 )
 @click.option(
     "--lines",
@@ -107,6 +134,27 @@ def cdr() -> None:
     metavar="NAME",
     help="The agent's source name: Asterisk call uuids are derived from it and the linkedid.",
 )
+@click.option(
+    "--local-extensions",
+    default=DEFAULT_LOCAL_EXTENSIONS,
+    show_default=True,
+    metavar="REGEX",
+    help="What a local extension looks like (agent.sources[].local_extensions).",
+)
+@click.option(
+    "--local-number",
+    "local_numbers",
+    multiple=True,
+    metavar="DIGITS[*]",
+    help="One of the PBX's own numbers, or a prefix ending in * (agent.sources[].local_numbers).",
+)
+@click.option("--explain", is_flag=True, help="Say which field decided each value, and why.")
+@click.option(
+    "--template",
+    default=DEFAULT_TEMPLATE,
+    show_default=True,
+    help=f"CSV files: the mod_cdr_csv template ({', '.join(STOCK_TEMPLATES)}), or its text.",
+)
 def show(
     path: Path,
     cdr_format: str,
@@ -116,27 +164,40 @@ def show(
     line_number: int | None,
     line_range: str | None,
     source_name: str,
+    local_extensions: str,
+    local_numbers: tuple[str, ...],
+    explain: bool,
+    template: str,
 ) -> None:
     """Parse the CDR at PATH (`-` for standard input) and print the call as JSON."""
-    if line_number is not None or line_range is not None or is_line_format(CdrFormat(cdr_format)):
-        show_lines(path, CdrFormat(cdr_format), timezone, line_number, line_range, source_name)
+    fmt = CdrFormat(cdr_format)
+    # mod_cdr_csv lines: named by --format, or by --template on a .csv file.
+    fs_csv = fmt is CdrFormat.FREESWITCH_CSV or (
+        fmt is CdrFormat.AUTO and path.suffix.lower() == ".csv" and template != DEFAULT_TEMPLATE
+    )
+    if not fs_csv and (line_number is not None or line_range is not None or is_line_format(fmt)):
+        show_lines(path, fmt, timezone, line_number, line_range, source_name)
         return
     try:
         options = CdrOptions(
             timezone=timezone,
-            format=CdrFormat(cdr_format),
+            format=fmt,
             source=source_name,
             recording_variables=recording_variables or DEFAULT_RECORDING_VARIABLES,
             privacy_variable=privacy_variable,
+            local=LocalNumbers(local_extensions, local_numbers),
         )
-        if str(path) == "-":
-            data = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+        if fs_csv:
+            result: Any = _show_csv(path, CsvTemplate(template), options, line_number, explain)
         else:
-            data = read_cdr_file(path)
-        call = parse_cdr(data, options)
+            if str(path) == "-":
+                data = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+            else:
+                data = read_cdr_file(path)
+            result = _summary(*explain_cdr(data, options), explain)
     except CdrError as exc:
         raise click.ClickException(str(exc)) from None
-    text = json.dumps(call_summary(call), ensure_ascii=False, indent=2)
+    text = json.dumps(result, ensure_ascii=False, indent=2)
     # Bytes, so the output is UTF-8 whatever the terminal's locale claims.
     click.echo(text.encode("utf-8"))
 
@@ -209,3 +270,44 @@ def _line_call_summary(call: Call) -> dict[str, Any]:
     summary["linkedid"] = call.raw.get("linkedid")
     summary["legs"] = len(call.raw.get("legs", ()))
     return summary
+
+
+def _summary(call: Call, explanation: dict[str, str], explain: bool) -> dict[str, Any]:
+    summary = call_summary(call)
+    if explain:
+        summary["explain"] = explanation_summary(explanation)
+    return summary
+
+
+def _show_csv(
+    path: Path,
+    template: CsvTemplate,
+    options: CdrOptions,
+    line_number: int | None,
+    explain: bool,
+) -> Any:
+    """One line's call (`--line N`), or every line's as a list (`{"line", "error"}` for
+    a line that cannot be read)."""
+    try:
+        if str(path) == "-":
+            lines = sys.stdin.buffer.read().splitlines()
+        else:
+            lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise CdrError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    if line_number is not None:
+        if line_number > len(lines):
+            raise CdrError("line", f"{line_number} is past the end ({len(lines)} lines)")
+        chosen = lines[line_number - 1][: MAX_LINE_BYTES + 1]
+        return _summary(*explain_freeswitch_csv_line(chosen, template, options), explain)
+    results: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            summary = _summary(*explain_freeswitch_csv_line(line, template, options), explain)
+        except CdrError as exc:
+            results.append({"line": number, "error": str(exc)})
+        else:
+            results.append({"line": number, **summary})
+    return results

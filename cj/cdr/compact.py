@@ -14,6 +14,8 @@ an anonymous caller) and a start time (`epos`, or `stti` when `epos` is 0 or abs
 - `rtag` "private" (any case) marks the recording private; anything else is public.
 - `wbye` → `hangup_side`, `hang` → `hangup_cause`, `code` → `sip_code` (0/empty = none;
   "487 Request Terminated" → 487).
+- Optional extensions (not in the specification; DESIGN §10): `clex` → `caller_extension`,
+  `dsex` → `destination_extension`, the extension or SIP login behind each number.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ SIGNATURE = ("clid", "dest", "dirc", "stti", "epos")
 
 def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
     """The canonical call described by a compact CDR document."""
+    return explain_compact(document, options)[0]
+
+
+def explain_compact(
+    document: Mapping[str, Any], options: CdrOptions
+) -> tuple[Call, dict[str, str]]:
+    """The call and, per Call field, the document field it came from."""
     for key in ("uuid", "clid", "dest"):
         if document.get(key) is None:
             raise CdrFieldError(key, "is missing")
@@ -65,6 +74,8 @@ def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
         "sip_code": "code",
         "recording_name": "rnam",
         "source": "source",
+        "caller_extension": "clex",
+        "destination_extension": "dsex",
     }
     started_at = fields.epoch_seconds(document.get("epos"), "epos")
     sources["started_at"] = "epos"
@@ -74,12 +85,15 @@ def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
     if started_at is None:
         raise CdrFieldError("stti", "is missing, and epos is absent or 0: no start time")
 
-    return fields.build_call(
+    sources.update(uuid="uuid", caller="clid", destination="dest", direction="dirc", private="rtag")
+    call = fields.build_call(
         sources,
         uuid=call_uuid,
         source=options.source,
         caller=fields.phone(document["clid"], "clid"),
         caller_name=fields.text(document.get("clna"), "clna") or "",
+        caller_extension=fields.text(document.get("clex"), "clex") or "",
+        destination_extension=fields.text(document.get("dsex"), "dsex") or "",
         destination=fields.phone(document["dest"], "dest"),
         direction=_direction(document.get("dirc")),
         started_at=started_at,
@@ -94,6 +108,7 @@ def parse_compact(document: Mapping[str, Any], options: CdrOptions) -> Call:
         recording_name=_recording(document),
         raw=document,
     )
+    return call, sources
 
 
 def _direction(value: object) -> Direction:

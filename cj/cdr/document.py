@@ -117,6 +117,12 @@ def _bounded_int(literal: str) -> int:
     return int(literal)
 
 
+def check_tree(document: dict[str, Any]) -> None:
+    """Refuse a decoded document nested too deeply or holding unstorable text
+    (CdrDocumentError); for documents decoded from other syntaxes (mod_xml_cdr)."""
+    _check_tree(document)
+
+
 def _check_tree(document: dict[str, Any]) -> None:
     # Iterative, so the check itself cannot hit the recursion limit.
     stack: list[tuple[object, int]] = [(document, 1)]

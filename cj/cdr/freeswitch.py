@@ -12,19 +12,14 @@ How each Call field is read, first usable source wins:
 - Strings are URL-decoded with `unquote` (%XX only: `+` stays a plus, as in `+7 903…`).
 - uuid: `variables.uuid`, then the originating profile's `uuid` (never `call_uuid`,
   which on a b-leg is the a-leg's uuid).
-- caller / caller name / destination: the originating caller profile's
-  `caller_id_number` / `caller_id_name` / `destination_number`; then the variables of
-  the same names, the `caller_id` variable (`"Name" <number>`), `sip_from_user` /
-  `sip_from_display`, `ani`; `sip_req_user`, `sip_to_user` for the destination.
+- caller, caller name, destination, caller/destination extension and direction: see
+  `cj.cdr.freeswitch_parties` (the number presented, the login beside it, the call's
+  direction from evidence rather than the channel's).
 - times: `<x>_epoch`, `<x>_uepoch` (0 = absent), the callflow `times`
   (`created_time` earliest, `answered_time` earliest, `hangup_time` latest: FreeSWITCH
   records answer and hangup on the profile current at that moment), and last the local
   `<x>_stamp` in the PBX zone.
 - duration / billsec: `duration` / `billsec`; else computed from the times.
-- direction: `variables.direction` (else `channel_data.direction`) is the channel's
-  direction as the switch sees it: "inbound" (the call came in to the PBX) → inbound,
-  "outbound" → outbound. When both the caller and the destination are 1-5 digit
-  numbers (extensions), the call is internal whatever the channel direction.
 - hangup: `hangup_cause`; `sip_hangup_disposition` (recv_bye, send_bye, recv_cancel,
   send_refuse …) → `hangup_side`; SIP code from `sip_term_status`, then
   `proto_specific_hangup_cause` (`sip:486`), then `sip_invite_failure_status`.
@@ -42,7 +37,7 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,21 +46,17 @@ from urllib.parse import unquote
 from cj.cdr import fields
 from cj.cdr.document import json_kind
 from cj.cdr.errors import CdrFieldError
+from cj.cdr.freeswitch_parties import read_parties
+from cj.cdr.locality import LocalNumbers
 from cj.cdr.options import RECORD_SESSION, CdrOptions
-from cj.model import Call, Direction, ModelError, parse_uuid
-from cj.phone import PhoneNumber
+from cj.model import Call, ModelError, parse_uuid
 
-DIRECTIONS: Mapping[str, Direction] = {
-    "inbound": Direction.INBOUND,
-    "outbound": Direction.OUTBOUND,
-}
 PRIVATE_VALUES = frozenset({"private", "true", "yes", "1", "on"})
 
 # `${name}` is a channel variable; `$${name}` a global we cannot see.
 _REFERENCE = re.compile(r"\$(\$?)\{([^{}]*)\}")
 # Stands in for an unresolvable reference; decoded documents never contain NUL.
 _UNRESOLVED = "\x00"
-_CALLER_ID = re.compile(r'\s*(?:"([^"]*)"|([^"<]*?))\s*<([^<>]*)>\s*')
 _SIP_CAUSE = re.compile(r"sip:([0-9]{1,3})")
 
 
@@ -80,24 +71,43 @@ class _Profile:
 
 def parse_freeswitch(document: Mapping[str, Any], options: CdrOptions) -> Call:
     """The canonical call described by a FreeSWITCH mod_json_cdr document."""
-    return _Reader(document, options).call()
+    return _Reader(document, options).call()[0]
+
+
+def explain_freeswitch(
+    document: Mapping[str, Any], options: CdrOptions, *, url_encoded: bool = True
+) -> tuple[Call, dict[str, str]]:
+    """The call and, per Call field, the document field that decided it and why.
+
+    `url_encoded=False` reads the variables as they are (mod_cdr_csv lines)."""
+    return _Reader(document, options, url_encoded=url_encoded).call()
 
 
 class _Reader:
-    def __init__(self, document: Mapping[str, Any], options: CdrOptions) -> None:
+    def __init__(
+        self, document: Mapping[str, Any], options: CdrOptions, *, url_encoded: bool = True
+    ) -> None:
         self.document = document
         self.options = options
+        self.url_encoded = url_encoded
+        # Decoded variables: the rules ask for the same ones several times.
+        self._vars: dict[str, str | None] = {}
         self.variables = _object(document.get("variables"), "variables")
         # Chronological: the originating profile first.
         self.profiles = _profiles(document)
         self.origin = self.profiles[0] if self.profiles else None
 
-    def call(self) -> Call:
+    @property
+    def local(self) -> LocalNumbers:
+        return self.options.local
+
+    def call(self) -> tuple[Call, dict[str, str]]:
         sources: dict[str, str] = {"source": "source"}
-        call_uuid = self._uuid()
-        caller, sources["caller"] = self._caller_number()
-        destination, sources["destination"] = self._destination()
-        caller_name, sources["caller_name"] = self._caller_name()
+        call_uuid, sources["uuid"] = self._uuid()
+        parties = read_parties(self)
+        reasons = {name: str(decision) for name, decision in parties.decisions.items()}
+        for name, decision in parties.decisions.items():
+            sources[name] = decision.path
 
         started_at, sources["started_at"] = self._time("start", "created_time", latest=False)
         if started_at is None:
@@ -119,15 +129,18 @@ class _Reader:
         sources["hangup_cause"] = "variables.hangup_cause"
         sources["hangup_side"] = "variables.sip_hangup_disposition"
         privacy = (self.var(self.options.privacy_variable) or "").lower()
+        sources["private"] = f"variables.{self.options.privacy_variable}"
 
-        return fields.build_call(
+        call = fields.build_call(
             sources,
             uuid=call_uuid,
             source=self.options.source,
-            caller=caller,
-            caller_name=caller_name,
-            destination=destination,
-            direction=self._direction(caller, destination),
+            caller=parties.caller,
+            caller_name=parties.caller_name,
+            caller_extension=parties.caller_extension,
+            destination=parties.destination,
+            destination_extension=parties.destination_extension,
+            direction=parties.direction,
             started_at=started_at,
             answered_at=answered_at,
             ended_at=ended_at,
@@ -140,12 +153,18 @@ class _Reader:
             recording_name=recording,
             raw=self.document,
         )
+        return call, {**sources, **reasons}
 
     # --- raw access ----------------------------------------------------------------
 
     def var(self, name: str) -> str | None:
         """A channel variable, URL-decoded and stripped; None when absent or empty."""
-        return _decoded(self.variables.get(name), f"variables.{name}")
+        try:
+            return self._vars[name]
+        except KeyError:
+            value = _decoded(self.variables.get(name), f"variables.{name}", self.url_encoded)
+            self._vars[name] = value
+            return value
 
     def profile_value(self, key: str) -> tuple[str | None, str]:
         """A field of the originating caller profile, URL-decoded, and its path."""
@@ -154,83 +173,69 @@ class _Reader:
         path = f"{self.origin.path}.caller_profile.{key}"
         return _decoded(self.origin.caller.get(key), path), path
 
-    def first(self, *sources: str) -> tuple[str, str]:
-        """The first non-empty value among `sources`, read lazily so that a malformed
-        fallback nobody needs cannot fail the document; ("", first path) if all empty.
+    def text_at(self, value: object, path: str) -> str | None:
+        """Any value of the document, URL-decoded and stripped like the variables."""
+        return _decoded(value, path)
 
-        A source is `profile:<key>` (originating caller profile), `var:<name>`, or
-        `caller_id:name` / `caller_id:number` (the `"Name" <number>` variable).
-        """
-        first_path = ""
-        for source in sources:
-            kind, _, key = source.partition(":")
-            if kind == "profile":
-                value, path = self.profile_value(key)
-            elif kind == "var":
-                value, path = self.var(key), f"variables.{key}"
-            else:
-                name, number = self._caller_id()
-                value, path = (name if key == "name" else number), "variables.caller_id"
-            first_path = first_path or path
-            if value:
-                return value, path
-        return "", first_path
+    def channel_direction(self) -> tuple[str | None, str]:
+        """The channel's direction word ("inbound"/"outbound") and where it was found."""
+        word = self.var("direction")
+        if word is not None:
+            return word, "variables.direction"
+        channel = _object(self.document.get("channel_data"), "channel_data")
+        return _decoded(channel.get("direction"), "channel_data.direction"), (
+            "channel_data.direction"
+        )
+
+    def has_originator(self) -> bool:
+        """Whether this leg was placed by another channel (the B-leg of a bridge)."""
+        if self.var("originator") or self.var("originating_leg_uuid"):
+            return True
+        return any("originator" in profile.caller for profile in self.profiles)
+
+    def applications(self) -> Iterator[tuple[str, str | None, str]]:
+        """(name, argument, path) of every application in `app_log` and the dialplan."""
+        lists: list[tuple[object, str]] = [
+            (
+                _object(self.document.get("app_log"), "app_log").get("applications"),
+                "app_log.applications",
+            ),
+        ]
+        for profile in self.profiles:
+            extension = _object(profile.entry.get("extension"), f"{profile.path}.extension")
+            lists.append((extension.get("applications"), f"{profile.path}.extension.applications"))
+        for applications, path in lists:
+            for i, entry in enumerate(_application_list(applications, path)):
+                name = _decoded(entry.get("app_name"), f"{path}[{i}].app_name") or ""
+                data_path = f"{path}[{i}].app_data"
+                yield name, _decoded(entry.get("app_data"), data_path), data_path
+
+    def originatees(self) -> Iterator[tuple[Mapping[str, Any], str]]:
+        """The B-leg caller profiles the originating profiles list, with their paths."""
+        for profile in self.profiles:
+            path = f"{profile.path}.caller_profile.originatee"
+            originatee = _object(profile.caller.get("originatee"), path)
+            entries = originatee.get("originatee_caller_profiles")
+            if isinstance(entries, dict):
+                entries = [entries]
+            if not isinstance(entries, list):
+                continue
+            for i, entry in enumerate(entries):
+                if isinstance(entry, dict):
+                    yield entry, f"{path}.originatee_caller_profiles[{i}]"
 
     # --- fields ----------------------------------------------------------------------
 
-    def _uuid(self) -> uuid.UUID:
-        value, path = self.first("var:uuid", "profile:uuid")
+    def _uuid(self) -> tuple[uuid.UUID, str]:
+        value, path = self.var("uuid"), "variables.uuid"
+        if not value:
+            value, path = self.profile_value("uuid")
         if not value:
             raise CdrFieldError("variables.uuid", "is missing")
         try:
-            return parse_uuid(value, path)
+            return parse_uuid(value, path), path
         except ModelError as exc:
             raise CdrFieldError(path, exc.reason) from None
-
-    def _caller_id(self) -> tuple[str, str]:
-        """(name, number) from the `caller_id` variable, `"Name" <number>`."""
-        value = self.var("caller_id")
-        match = _CALLER_ID.fullmatch(value) if value else None
-        if match is None:
-            return "", ""
-        quoted, bare, number = match.groups()
-        return (quoted if quoted is not None else bare).strip(), number.strip()
-
-    def _caller_number(self) -> tuple[PhoneNumber, str]:
-        value, path = self.first(
-            "profile:caller_id_number",
-            "var:caller_id_number",
-            "caller_id:number",
-            "var:sip_from_user",
-            "var:ani",
-        )
-        return fields.phone(value, path), path
-
-    def _caller_name(self) -> tuple[str, str]:
-        return self.first(
-            "profile:caller_id_name",
-            "var:caller_id_name",
-            "caller_id:name",
-            "var:sip_from_display",
-        )
-
-    def _destination(self) -> tuple[PhoneNumber, str]:
-        value, path = self.first(
-            "profile:destination_number",
-            "var:destination_number",
-            "var:sip_req_user",
-            "var:sip_to_user",
-        )
-        return fields.phone(value, path), path
-
-    def _direction(self, caller: PhoneNumber, destination: PhoneNumber) -> Direction:
-        if fields.looks_like_extension(caller) and fields.looks_like_extension(destination):
-            return Direction.INTERNAL
-        word = self.var("direction")
-        if word is None:
-            channel = _object(self.document.get("channel_data"), "channel_data")
-            word = _decoded(channel.get("direction"), "channel_data.direction")
-        return DIRECTIONS.get((word or "").lower(), Direction.UNKNOWN)
 
     def _time(self, prefix: str, times_key: str, *, latest: bool) -> tuple[datetime | None, str]:
         path = f"variables.{prefix}_epoch"
@@ -331,10 +336,12 @@ def _object(value: object, path: str) -> Mapping[str, Any]:
     raise CdrFieldError(path, f"must be an object, got {json_kind(value)}")
 
 
-def _decoded(value: object, path: str) -> str | None:
+def _decoded(value: object, path: str, url_encoded: bool = True) -> str | None:
     text = fields.text(value, path)
     if not text:
         return None
+    if not url_encoded:
+        return text
     # unquote, not unquote_plus: FreeSWITCH encodes a plus as %2B and a space as %20,
     # and a literal `+` in `+7 903…` must stay a plus.
     return unquote(text).strip() or None
@@ -373,17 +380,22 @@ def _last_application(applications: object, path: str) -> tuple[str | None, str]
     """(argument, path) of the last `record_session` in an application list, or None."""
     if applications is None:
         return None
-    if isinstance(applications, dict):
-        applications = [applications]
-    if not isinstance(applications, list):
-        raise CdrFieldError(path, f"must be an array, got {json_kind(applications)}")
     found = None
-    for i, application in enumerate(applications):
-        entry = _object(application, f"{path}[{i}]")
+    for i, entry in enumerate(_application_list(applications, path)):
         if _decoded(entry.get("app_name"), f"{path}[{i}].app_name") == RECORD_SESSION:
             data_path = f"{path}[{i}].app_data"
             found = (_decoded(entry.get("app_data"), data_path), data_path)
     return found
+
+
+def _application_list(applications: object, path: str) -> list[Mapping[str, Any]]:
+    if applications is None:
+        return []
+    if isinstance(applications, dict):
+        applications = [applications]
+    if not isinstance(applications, list):
+        raise CdrFieldError(path, f"must be an array, got {json_kind(applications)}")
+    return [_object(entry, f"{path}[{i}]") for i, entry in enumerate(applications)]
 
 
 def _first_argument(data: str) -> str | None:

@@ -12,6 +12,7 @@ Both functions raise `CdrError` (and nothing else) on bad input.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,7 @@ from typing import Protocol
 from cj.cdr import asterisk
 from cj.cdr.asterisk_call import call_from_legs, check_leg
 from cj.cdr.errors import CdrError, CdrFormatError
+from cj.cdr.freeswitch_csv import CsvTemplate, parse_freeswitch_csv_line
 from cj.cdr.options import CdrOptions
 from cj.config import CdrFormat
 from cj.model import Call
@@ -77,6 +79,15 @@ def _asterisk(
     return LineFormat(name, parse_line, build_call)
 
 
+@functools.lru_cache(maxsize=16)
+def _csv_template(template: str) -> CsvTemplate:
+    return CsvTemplate(template)
+
+
+def _freeswitch_csv_line(line: bytes, options: CdrOptions) -> Call:
+    return parse_freeswitch_csv_line(line, _csv_template(options.csv_template), options)
+
+
 LINE_FORMATS: dict[CdrFormat, LineFormat] = {
     CdrFormat.ASTERISK_CSV: _asterisk(
         CdrFormat.ASTERISK_CSV, lambda line, options: asterisk.parse_cdr_csv_line(line)
@@ -88,6 +99,8 @@ LINE_FORMATS: dict[CdrFormat, LineFormat] = {
     CdrFormat.ASTERISK_JSON: _asterisk(
         CdrFormat.ASTERISK_JSON, lambda line, options: asterisk.parse_json_line(line)
     ),
+    # mod_cdr_csv: every line is a whole call (its a-leg or b-leg uuid).
+    CdrFormat.FREESWITCH_CSV: single_line(CdrFormat.FREESWITCH_CSV, _freeswitch_csv_line),
 }
 
 

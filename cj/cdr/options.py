@@ -39,6 +39,7 @@ class CdrOptions:
     source: the PBX/agent name copied into `Call.source`.
     local: which numbers are the PBX's own (extensions, DIDs): decides direction.
     asterisk: how to read Asterisk CDRs (trunks, contexts, cdr_custom columns, userfield).
+    csv_template: the mod_cdr_csv template of freeswitch_csv lines.
 
     Invalid options raise `CdrError` naming the option.
     """
@@ -50,6 +51,7 @@ class CdrOptions:
     source: str = ""
     local: LocalNumbers = DEFAULT_LOCAL_NUMBERS
     asterisk: AsteriskOptions = DEFAULT_ASTERISK_OPTIONS
+    csv_template: str = "example"  # freeswitch_csv: mod_cdr_csv's template (name or text)
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,4 +96,5 @@ class CdrOptions:
                 userfield_recording_key=source.userfield_recording_key,
                 userfield_privacy_key=source.userfield_privacy_key,
             ),
+            csv_template=source.csv_template,
         )

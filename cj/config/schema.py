@@ -48,6 +48,9 @@ class CdrFormat(StrEnum):
     ASTERISK_CSV = "asterisk_csv"  # cdr_csv Master.csv
     ASTERISK_CUSTOM = "asterisk_custom"  # cdr_custom CSV, columns from `csv_columns`
     ASTERISK_JSON = "asterisk_json"  # JSON lines of Asterisk CDR fields
+    # FreeSWITCH beyond mod_json_cdr: mod_xml_cdr files, mod_cdr_csv lines (tailed).
+    FREESWITCH_XML = "freeswitch_xml"
+    FREESWITCH_CSV = "freeswitch_csv"
 
 
 # A trunk is a channel to the outside: DAHDI/ISDN lines, H.323 and Motif (Google Voice)
@@ -356,6 +359,9 @@ class AgentSourceConfig:
     inbound_contexts: str = DEFAULT_INBOUND_CONTEXTS
     # cdr_custom: the columns of the mapping line, in order (empty: the stock mapping).
     csv_columns: tuple[str, ...] = ()
+    # freeswitch_csv: the mod_cdr_csv template of the tailed files: a stock name
+    # (example, sql, …) or the template text with its ${variables}.
+    csv_template: str = "example"
     # The userfield convention `rec=<file>;tag=private`: the keys read.
     userfield_recording_key: str = "rec"
     userfield_privacy_key: str = "tag"
@@ -380,6 +386,13 @@ class AgentSourceConfig:
             LocalNumbers(self.local_extensions, tuple(self.local_numbers))
         except CdrError as exc:
             raise ValueError(f"source {self.name!r}: {exc}") from None
+        if self.format is CdrFormat.FREESWITCH_CSV:
+            from cj.cdr.freeswitch_csv import CsvTemplate
+
+            try:
+                CsvTemplate(self.csv_template)
+            except CdrError as exc:
+                raise ValueError(f"source {self.name!r}: csv_template: {exc}") from None
         import re
 
         for key in ("trunk_channels", "inbound_contexts"):

@@ -8,6 +8,7 @@ throughout; user input never becomes SQL text.
 from __future__ import annotations
 
 import json
+import re
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -86,14 +87,11 @@ class SearchQuery:
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise SearchError("end", "must be after start (the interval is [start, end))")
         if self.phone is not None:
-            try:
-                search_key(self.phone, exact=self.exact)
-            except ValueError as exc:
-                raise SearchError("phone", str(exc)) from None
+            phone_keys(self.phone, exact=self.exact)
 
     def fingerprint(self) -> str:
         return query_fingerprint(
-            self.phone and search_key(self.phone, exact=self.exact),
+            self.phone and repr(phone_keys(self.phone, exact=self.exact)),
             self.exact,
             self.start and self.start.isoformat(),
             self.end and self.end.isoformat(),
@@ -106,6 +104,25 @@ class SearchQuery:
         if not self.page_token:
             return None
         return decode_token(self.page_token, self.fingerprint())
+
+
+# An extension or SIP login a phone query may name instead of a number ("dan").
+_LOGIN = re.compile(r"[A-Za-z0-9._@+\-]{1,64}")
+
+
+def phone_keys(phone: str, *, exact: bool = False) -> tuple[str | None, str]:
+    """What a phone query matches: (the digit key of the numbers, or None when the query
+    holds no digit; the extension, compared case-insensitively). SearchError if neither."""
+    extension = phone.strip().lower()
+    try:
+        digits: str | None = search_key(phone, exact=exact)
+    except ValueError as exc:
+        if not _LOGIN.fullmatch(phone):
+            raise SearchError(
+                "phone", f"{exc}, or be an extension or SIP login (letters, digits, . _ - @ +)"
+            ) from None
+        digits = None
+    return digits, extension[:256]
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,8 @@ _CALL_COLUMNS = (
     "caller_name",
     "destination_number",
     "destination_digits_rev",
+    "caller_extension",
+    "destination_extension",
     "direction",
     "started_at",
     "answered_at",
@@ -186,6 +205,8 @@ def _call_params(call: Call, allowed: Sequence[str]) -> dict[str, Any]:
         "caller_name": call.caller_name,
         "destination_number": call.destination.raw,
         "destination_digits_rev": call.destination.reversed_digits,
+        "caller_extension": call.caller_extension,
+        "destination_extension": call.destination_extension,
         "direction": call.direction.value,
         "started_at": call.started_at,
         "answered_at": call.answered_at,
@@ -290,6 +311,7 @@ def _upsert_calls(
 
 _SELECT = """
 SELECT c.uuid, c.source, c.caller_number, c.caller_name, c.destination_number, c.direction,
+       c.caller_extension, c.destination_extension,
        c.started_at, c.answered_at, c.ended_at, c.duration_s, c.billsec, c.hangup_cause,
        c.hangup_side, c.sip_code, c.private, c.recording_name, {raw} AS raw,
        r.status AS r_status, r.original_name AS r_original_name,
@@ -336,6 +358,8 @@ def _row_to_record(row: Mapping[str, Any]) -> CallRecord:
         caller=PhoneNumber(row["caller_number"]),
         caller_name=row["caller_name"],
         destination=PhoneNumber(row["destination_number"]),
+        caller_extension=row["caller_extension"],
+        destination_extension=row["destination_extension"],
         direction=Direction(row["direction"]),
         started_at=row["started_at"],
         answered_at=row["answered_at"],
@@ -397,21 +421,25 @@ def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if query.phone is not None:
-        key = search_key(query.phone, exact=query.exact)[::-1]
-        if query.exact:
-            params["rev"] = key
-            conditions.append(
-                "(c.caller_digits_rev = %(rev)s OR c.destination_digits_rev = %(rev)s)"
-            )
-        else:
+        digits, params["ext"] = phone_keys(query.phone, exact=query.exact)
+        # The extensions are matched exactly (calls_*_extension_idx on lower(...)).
+        matches = [
+            "lower(c.caller_extension) = %(ext)s",
+            "lower(c.destination_extension) = %(ext)s",
+        ]
+        if digits is not None and query.exact:
+            params["rev"] = digits[::-1]
+            matches[:0] = ["c.caller_digits_rev = %(rev)s", "c.destination_digits_rev = %(rev)s"]
+        elif digits is not None:
             # Prefix range on the reversed digits: [key, key with its last digit + 1).
+            key = digits[::-1]
             params["lo"] = key
             params["hi"] = key[:-1] + chr(ord(key[-1]) + 1)
-            conditions.append(
-                "((c.caller_digits_rev ~>=~ %(lo)s AND c.caller_digits_rev ~<~ %(hi)s)"
-                " OR (c.destination_digits_rev ~>=~ %(lo)s"
-                " AND c.destination_digits_rev ~<~ %(hi)s))"
-            )
+            matches[:0] = [
+                "(c.caller_digits_rev ~>=~ %(lo)s AND c.caller_digits_rev ~<~ %(hi)s)",
+                "(c.destination_digits_rev ~>=~ %(lo)s AND c.destination_digits_rev ~<~ %(hi)s)",
+            ]
+        conditions.append("(" + " OR ".join(matches) + ")")
     if query.start is not None:
         params["start"] = query.start
         conditions.append("c.started_at >= %(start)s")

@@ -70,7 +70,7 @@ CALL_PRIVACY_PRIVATE: CallPrivacy
 CALL_PRIVACY_PUBLIC: CallPrivacy
 
 class Call(_message.Message):
-    __slots__ = ("uuid", "source", "caller_number", "caller_name", "destination_number", "direction", "started_at", "answered_at", "ended_at", "duration_s", "billsec", "hangup_cause", "hangup_side", "sip_code", "private", "recording_name", "raw_json")
+    __slots__ = ("uuid", "source", "caller_number", "caller_name", "destination_number", "direction", "started_at", "answered_at", "ended_at", "duration_s", "billsec", "hangup_cause", "hangup_side", "sip_code", "private", "recording_name", "raw_json", "caller_extension", "destination_extension")
     UUID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CALLER_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,8 @@ class Call(_message.Message):
     PRIVATE_FIELD_NUMBER: _ClassVar[int]
     RECORDING_NAME_FIELD_NUMBER: _ClassVar[int]
     RAW_JSON_FIELD_NUMBER: _ClassVar[int]
+    CALLER_EXTENSION_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_EXTENSION_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     source: str
     caller_number: str
@@ -105,7 +107,9 @@ class Call(_message.Message):
     private: bool
     recording_name: str
     raw_json: str
-    def __init__(self, uuid: _Optional[str] = ..., source: _Optional[str] = ..., caller_number: _Optional[str] = ..., caller_name: _Optional[str] = ..., destination_number: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., answered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_s: _Optional[int] = ..., billsec: _Optional[int] = ..., hangup_cause: _Optional[str] = ..., hangup_side: _Optional[str] = ..., sip_code: _Optional[int] = ..., private: _Optional[bool] = ..., recording_name: _Optional[str] = ..., raw_json: _Optional[str] = ...) -> None: ...
+    caller_extension: str
+    destination_extension: str
+    def __init__(self, uuid: _Optional[str] = ..., source: _Optional[str] = ..., caller_number: _Optional[str] = ..., caller_name: _Optional[str] = ..., destination_number: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., answered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_s: _Optional[int] = ..., billsec: _Optional[int] = ..., hangup_cause: _Optional[str] = ..., hangup_side: _Optional[str] = ..., sip_code: _Optional[int] = ..., private: _Optional[bool] = ..., recording_name: _Optional[str] = ..., raw_json: _Optional[str] = ..., caller_extension: _Optional[str] = ..., destination_extension: _Optional[str] = ...) -> None: ...
 
 class RecordingInfo(_message.Message):
     __slots__ = ("status", "original_name", "original_size", "original_sha256", "content_type", "size", "sha256", "duration_ms", "sample_rate", "channels", "last_error")

@@ -111,7 +111,7 @@ async def test_malformed_cdrs_are_quarantined_with_the_reason(
     }
     assert reasons["bad-duration.json"].startswith("unparsable CDR: durs")
     assert reasons["bad-uuid.json"].startswith("unparsable CDR: uuid")
-    assert "neither a compact CDR" in reasons["not-a-cdr.json"]
+    assert "an unknown format (fields: hello)" in reasons["not-a-cdr.json"]
     assert "JSON" in reasons["truncated.json"]
     # The quarantined files are intact, and only the good call reached the server.
     assert (spool.failed / "truncated.json").read_text() == '{"uuid": "0a6d4f18-77c2-4d0e'

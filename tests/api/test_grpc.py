@@ -82,6 +82,17 @@ async def test_add_call_is_an_idempotent_upsert(running_api: RunningApi) -> None
     assert running_api.query("SELECT count(*) AS n FROM calls") == [{"n": 1}]
 
 
+async def test_extensions_cross_grpc_and_are_searchable(running_api: RunningApi) -> None:
+    call = make_call(caller="+4986517174960", caller_extension="dan", destination_extension="x1")
+    with trio.fail_after(30):
+        async with running_api.client() as agent, running_api.client(READER_TOKEN) as reader:
+            await agent.add_call(call_to_pb(call))
+            record = await reader.get_call(str(call.uuid))
+            page = await reader.search_by_phone(pb.SearchByPhoneRequest(phone="DAN"))
+    assert (record.call.caller_extension, record.call.destination_extension) == ("dan", "x1")
+    assert [r.call.uuid for r in page.calls] == [str(call.uuid)]
+
+
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
@@ -313,7 +324,8 @@ async def test_search_by_phone_and_interval_with_paging_and_filters(
     ("request_", "field"),
     [
         (pb.SearchByPhoneRequest(), "phone"),
-        (pb.SearchByPhoneRequest(phone="abc"), "phone"),
+        # "abc" is a valid query now (an extension or SIP login); this is neither.
+        (pb.SearchByPhoneRequest(phone="a b c"), "phone"),
         (pb.SearchByPhoneRequest(phone="1", limit=1001), "limit"),
         (pb.SearchByPhoneRequest(phone="1", limit=-5), "limit"),
         (pb.SearchByPhoneRequest(phone="1", page_token="garbage"), "page_token"),

@@ -22,6 +22,61 @@ ALL_SAMPLES = (COMPACT_ANSWERED, COMPACT_PRIVATE, COMPACT_UNANSWERED, FS_PLAIN, 
 MOSCOW = CdrOptions(timezone="Europe/Moscow")
 UUID = "3f2a8c1e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
 
+XML_UUID = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+# A mod_xml_cdr document: extension 1004 dials out through gateway "trunk".
+XML = f"""<?xml version="1.0"?>
+<cdr core-uuid="77f0d2c4-6a1e-4c3b-9d85-0e2f4a6b8c10" switchname="pbx-test">
+  <channel_data>
+    <direction>inbound</direction>
+  </channel_data>
+  <variables>
+    <uuid>{XML_UUID}</uuid>
+    <direction>inbound</direction>
+    <sip_authorized>true</sip_authorized>
+    <sip_auth_username>1004</sip_auth_username>
+    <effective_caller_id_name>Anna%20K</effective_caller_id_name>
+    <effective_caller_id_number>%2B74951234567</effective_caller_id_number>
+    <start_epoch>1772535731</start_epoch>
+    <answer_epoch>1772535737</answer_epoch>
+    <end_epoch>1772535833</end_epoch>
+    <duration>102</duration>
+    <billsec>96</billsec>
+    <hangup_cause>NORMAL_CLEARING</hangup_cause>
+    <sip_full_from>%3Csip%3A1004%40pbx%3E%3Btag%3Dx</sip_full_from>
+    <record_name>{XML_UUID}.wav</record_name>
+  </variables>
+  <app_log>
+    <application app_name="set" app_data="effective_caller_id_number=+74951234567"></application>
+    <application app_name="bridge" app_data="sofia/gateway/trunk/89161234567"></application>
+  </app_log>
+  <callflow dialplan="XML" profile_index="1">
+    <extension name="out" number="89161234567">
+      <application app_name="bridge" app_data="sofia/gateway/trunk/${{destination_number}}"/>
+    </extension>
+    <caller_profile>
+      <username>1004</username>
+      <caller_id_name>1004</caller_id_name>
+      <caller_id_number>1004</caller_id_number>
+      <destination_number>89161234567</destination_number>
+      <uuid>{XML_UUID}</uuid>
+      <context>default</context>
+      <originatee>
+        <originatee_caller_profile>
+          <destination_number>89161234567</destination_number>
+          <chan_name>sofia/gateway/trunk/89161234567</chan_name>
+        </originatee_caller_profile>
+      </originatee>
+    </caller_profile>
+    <times>
+      <created_time>1772535731000000</created_time>
+      <answered_time>1772535737000000</answered_time>
+      <hangup_time>1772535833000000</hangup_time>
+    </times>
+  </callflow>
+</cdr>
+"""
+
 
 def load(path: Path) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(path.read_bytes())

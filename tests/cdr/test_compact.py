@@ -191,3 +191,15 @@ def test_errors_name_the_field(overrides: dict[str, object], field: str) -> None
 def test_unknown_fields_are_ignored_and_kept_in_raw() -> None:
     call = parse(compact(vendor_extra={"a": [1, 2]}))
     assert call.raw["vendor_extra"] == {"a": [1, 2]}
+
+
+def test_optional_extensions() -> None:
+    call = parse(compact(clid="+74951234567", clex="1004", dsex="Anna"))
+    assert (call.caller.raw, call.caller_extension, call.destination_extension) == (
+        "+74951234567",
+        "1004",
+        "Anna",
+    )
+    assert parse(compact()).caller_extension == ""
+    with pytest.raises(CdrFieldError, match=r"^clex: must be text"):
+        parse(compact(clex=["1004"]))

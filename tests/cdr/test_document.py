@@ -114,7 +114,12 @@ def test_detect_format() -> None:
     assert detect_format(compact()) is CdrFormat.COMPACT
     assert detect_format(freeswitch()) is CdrFormat.FREESWITCH
     assert detect_format({"callflow": []}) is CdrFormat.FREESWITCH
-    with pytest.raises(CdrFormatError, match=r"^document: neither a compact CDR"):
+    # The error says what the document is not, and which fields are missing.
+    with pytest.raises(
+        CdrFormatError,
+        match=r"^document: an unknown format \(fields: hello, uuid\): neither FreeSWITCH "
+        r"\(variables and callflow are missing\) nor compact \(clid, dest, stti missing\)",
+    ):
         detect_format({"uuid": "x", "hello": "world"})
     with pytest.raises(CdrFormatError):
         parse_cdr(b"{}")
