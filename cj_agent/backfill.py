@@ -3,7 +3,9 @@
     summary = await run_backfill(plan, link, progress)
 
 1. Walk the given paths recursively: CDR files (the source's `cdr_patterns`) and an
-   index of recordings by file name (`recording_patterns`).
+   index of recordings by file name (`recording_patterns`), and by uniqueid for
+   `uniqueid:` lookups. Which file is a call's recording: `backfill_recordings` (two
+   legs are not merged here: counted and reported, the call sent without them).
 2. In batches of `BATCH` CDRs: parse (worker thread), keep those in the date range,
    ask the server which it already has (CheckCalls), add the missing calls in one
    AddCalls stream, then upload the recordings the server lacks (UploadRecording,
@@ -37,6 +39,8 @@ from cj.errors import ErrorCode
 from cj.model import Call
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, RpcError
+from cj_agent.backfill_recordings import choose, uniqueid_index
+from cj_agent.recordings import Leg
 from cj_agent.uploader import (
     FileChangedError,
     FileDigest,
@@ -98,6 +102,7 @@ class BackfillSummary:
     calls_added: int = 0
     recordings_uploaded: int = 0
     recordings_skipped: int = 0  # the server had them, same SHA-256
+    recordings_not_merged: int = 0  # two legs: calls sent without them (report lines)
     bytes_uploaded: int = 0
     recordings_found: int = 0  # dry run: recordings that would be considered
     recording_bytes_found: int = 0
@@ -118,6 +123,8 @@ class BackfillSummary:
             f"recordings uploaded:  {self.recordings_uploaded} "
             f"({self.bytes_uploaded / 1e6:.1f} MB)",
             f"recordings skipped:   {self.recordings_skipped} (server has them)",
+            f"recordings not sent:  {self.recordings_not_merged} "
+            "(two legs: backfill does not merge them; see the report)",
             f"failures:             {self.failed}",
         ]
         if self.recordings_found:
@@ -177,7 +184,7 @@ def walk(
     """(CDR file paths in a stable order, recording file name → path) under `paths`.
 
     A path may also be a single CDR file. The first recording of a name wins (names
-    carry the call's uuid, so a repeat is a copy); `find_recording` prefers the one
+    carry the call's uuid, so a repeat is a copy); `backfill_recordings.choose` prefers the one
     beside the CDR.
     """
     cdr = compile_patterns(cdr_patterns)
@@ -217,13 +224,6 @@ def _files_under(root: str) -> Iterator[tuple[str, str]]:
                 yield entry.name, entry.path
 
 
-def find_recording(cdr_path: str, name: str, index: dict[str, str]) -> str | None:
-    beside = Path(cdr_path).parent / name
-    if beside.is_file():
-        return str(beside)
-    return index.get(name)
-
-
 # --- batches -----------------------------------------------------------------------------
 
 
@@ -235,6 +235,7 @@ class Item:
     call: Call
     recording: str | None = None  # local path of the recording, when found
     recording_size: int = 0
+    not_merged: str | None = None  # why its recording (two legs) is not sent
     add: bool = True
     upload: bool = False
 
@@ -246,7 +247,12 @@ class Batch:
     out_of_range: int = 0
 
 
-def parse_batch(paths: list[str], plan: BackfillPlan, index: dict[str, str]) -> Batch:
+def parse_batch(
+    paths: list[str],
+    plan: BackfillPlan,
+    index: dict[str, str],
+    by_uniqueid: dict[str, dict[Leg, str]] | None = None,
+) -> Batch:
     """Parse a batch of CDR files (worker thread); note failures and out-of-range ones."""
     batch = Batch()
     for path in paths:
@@ -258,14 +264,13 @@ def parse_batch(paths: list[str], plan: BackfillPlan, index: dict[str, str]) -> 
         if not plan.in_range(call):
             batch.out_of_range += 1
             continue
-        item = Item(path, call)
-        if call.recording_name is not None:
-            item.recording = find_recording(path, call.recording_name, index)
-            if item.recording is not None:
-                try:
-                    item.recording_size = Path(item.recording).stat().st_size
-                except OSError:
-                    item.recording = None
+        choice = choose(call, path, index, by_uniqueid or {})
+        item = Item(path, choice.call, choice.recording, not_merged=choice.not_merged)
+        if item.recording is not None:
+            try:
+                item.recording_size = Path(item.recording).stat().st_size
+            except OSError:
+                item.recording = None
         batch.items.append(item)
     return batch
 
@@ -286,6 +291,7 @@ class Backfill:
         self.report = report
         self.summary = BackfillSummary()
         self.hashing = trio.CapacityLimiter(plan.jobs)
+        self.by_uniqueid: dict[str, dict[Leg, str]] = {}
 
     def fail(self, file: str, reason: str, call_uuid: str | None = None, *, done: bool) -> None:
         self.report.add(file, reason, call_uuid)
@@ -305,6 +311,7 @@ class Backfill:
         self.summary.found = len(cdrs)
         self.progress.set_total(len(cdrs))
         log.info("backfill_started", cdr_files=len(cdrs), recordings=len(index))
+        self.by_uniqueid = await trio.to_thread.run_sync(uniqueid_index, index)
         send, receive = trio.open_memory_channel[Batch](plan.jobs)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._prepare, cdrs, index, send)
@@ -319,7 +326,7 @@ class Backfill:
             for start in range(0, len(cdrs), BATCH):
                 paths = cdrs[start : start + BATCH]
                 batch = await trio.to_thread.run_sync(
-                    parse_batch, paths, self.plan, index, abandon_on_cancel=True
+                    parse_batch, paths, self.plan, index, self.by_uniqueid, abandon_on_cancel=True
                 )
                 for path, reason, uuid in batch.failures:
                     self.fail(path, reason, uuid, done=True)
@@ -337,10 +344,18 @@ class Backfill:
                 else:
                     await self._send(batch)
 
+    def not_merged(self, item: Item) -> None:
+        """Count (and report) a call whose two-leg recording backfill does not send."""
+        assert item.not_merged is not None
+        self.report.add(item.path, item.not_merged, str(item.call.uuid))
+        self.summary.recordings_not_merged += 1
+
     async def _count(self, batch: Batch) -> None:
         for item in batch.items:
             name = item.call.recording_name
-            if name is not None and item.recording is None:
+            if item.not_merged is not None:
+                self.not_merged(item)
+            elif name is not None and item.recording is None:
                 self.fail(item.path, f"recording {name} not found", str(item.call.uuid), done=False)
             elif item.recording is not None:
                 self.summary.recordings_found += 1
@@ -363,7 +378,10 @@ class Backfill:
                 self.summary.already_present += 1
             has_recording = state is not None and state.recording_status not in NO_RECORDING
             name = item.call.recording_name
-            if item.recording is not None:
+            if item.not_merged is not None:
+                if not has_recording:
+                    self.not_merged(item)
+            elif item.recording is not None:
                 if has_recording:
                     assert state is not None
                     to_compare.append((item, state.recording_sha256))

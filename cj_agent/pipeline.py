@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
 import os
 import re
 import shutil
@@ -144,15 +145,59 @@ class SourceContext:
         return self.source.late_dir / ".merged" / self.source.name
 
     def resolve(self, call: Call) -> Resolved:
-        """The recording of `call` (worker thread; UnsafeRecordingName if refused)."""
-        return recording_target(
+        """The recording of `call` (worker thread; UnsafeRecordingName if refused).
+
+        A tailed source's lookups stop after the dated directories and the top level:
+        every call of a busy PBX is looked up, most find nothing, and none may cost a
+        walk of the tree. The lookups' cost is counted in `stats`."""
+        resolved = recording_target(
             self.source.recordings_dir,
             call.recording_name,
             call.recording_legs,
             day=self.day_of(call),
             fallback_name=f"{call.uuid}.wav",
             pattern=self.recording_pattern,
+            search_tree=not is_line_format(self.source.format),
         )
+        if _is_lookup(call) and call.recording_legs is None:
+            counts = functools.partial(
+                self.stats.add,
+                recording_lookups=1,
+                recording_lookup_entries=resolved.scanned,
+                recording_tree_walks=int(resolved.walked),
+            )
+            try:
+                trio.from_thread.run_sync(counts)  # stats wake trio tasks: from trio
+            except RuntimeError:  # not in a worker thread: in trio itself
+                counts()
+        return resolved
+
+    def load_pending(self, path: Path) -> Call:
+        """A CDR of the pending directory as a call (worker thread; CdrError).
+
+        A tailed source's note (`tail_recordings.note_document`) is a compact CDR whose
+        `rnam` is a base name; its `cj_recording` object gives the reference as the
+        parser made it (a path or a lookup key) and the legs, read here.
+        """
+        call = parse_cdr_file(path, self.note_options)
+        if not is_line_format(self.source.format):
+            return call
+        try:
+            document = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CdrError("cj_recording", f"cannot be read: {exc}") from None
+        extra = document.get("cj_recording") if isinstance(document, dict) else None
+        if extra is None:
+            return call
+        name, legs = (extra.get("name"), extra.get("legs")) if isinstance(extra, dict) else (0, 0)
+        if name is not None and not (isinstance(name, str) and name):
+            raise CdrError("cj_recording.name", "must be a non-empty string or null")
+        if legs is not None and not (
+            isinstance(legs, list) and len(legs) == 2 and all(isinstance(x, str) for x in legs)
+        ):
+            raise CdrError("cj_recording.legs", "must be two file names (caller, callee) or null")
+        pair = (legs[0], legs[1]) if legs is not None else None
+        return replace(call, recording_name=name, recording_legs=pair)
 
     async def pause(self, seconds: float) -> bool:
         """Sleep; False (at once) when the agent is stopping."""
@@ -272,7 +317,7 @@ async def deliver_late(ctx: SourceContext, late: LateRecording) -> None:
     """Upload a late recording that appeared (and settled); finish it and its CDR."""
 
     def load_call() -> pb.Call:
-        call = parse_cdr_file(late.cdr, ctx.note_options)
+        call = ctx.load_pending(late.cdr)
         resolved = ctx.resolve(call)
         if resolved.server_name != call.recording_name:
             call = replace(call, recording_name=resolved.server_name)
@@ -513,7 +558,7 @@ async def load_late(ctx: SourceContext) -> None:
     for name in names:
         path = directory / name
         try:
-            call = await trio.to_thread.run_sync(parse_cdr_file, path, ctx.note_options)
+            call = await trio.to_thread.run_sync(ctx.load_pending, path)
             if call.recording_name is None and call.recording_legs is None:
                 raise CdrError("recording", "the CDR no longer names a recording")
             target = (await trio.to_thread.run_sync(ctx.resolve, call)).target

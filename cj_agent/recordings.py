@@ -23,13 +23,17 @@ A parser says where a call's audio is with two fields of `Call` (cj/model.py):
   (`<sep>` is `-` or `_`; `<ext>` matches the source's `recording_patterns`), searched
   in the dated directories of the call's start date and the days either side, then the
   top level, then the whole tree (at most `SEARCH_MAX_ENTRIES` entries, `SEARCH_MAX_DEPTH`
-  levels). A pair `…<uniqueid>-in.<ext>` / `…<uniqueid>-out.<ext>` (MixMonitor `r()` /
+  levels; not for tailed sources, whose lookups stop after the top level so that a
+  call without a recording costs four directory listings, not a walk). A pair
+  `…<uniqueid>-in.<ext>` / `…<uniqueid>-out.<ext>` (MixMonitor `r()` /
   `t()`, also `-r`/`-t`, `-rx`/`-tx`) is taken as the caller's and the callee's legs
   (see below; a mixed file found with them is finished with them). A lookup is
   *optional*: nothing found when the CDR is read means the call has no recording (no
   waiting), so a parser may set it on every call of a PBX that records some. When
   something is found, the call's `recording_name` sent to the server is the found
-  file's name (the mixed name for legs).
+  file's name (the mixed name for legs); nothing found: no name at all.
+
+The server is sent a base name, never a path or a lookup key: the upload name below.
 
 `recording_legs` — `(caller, callee)`, each in any of the first three forms above: the
 two mono files are merged into one stereo WAV, caller left, callee right, uploaded as
@@ -57,7 +61,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path, PurePosixPath
 
@@ -279,6 +283,8 @@ class Found:
     mixed: Path | None = None
     caller: Path | None = None
     callee: Path | None = None
+    scanned: int = 0  # directory entries looked at
+    walked: bool = False  # the whole-tree stage ran
 
     def __bool__(self) -> bool:
         return any((self.mixed, self.caller, self.callee))
@@ -291,33 +297,43 @@ def find_by_uniqueid(
     pattern: re.Pattern[str],
     *,
     max_entries: int = SEARCH_MAX_ENTRIES,
+    search_tree: bool = True,
 ) -> Found:
     """The files of call `uniqueid`: dated directories around `day`, the top level, then
-    the whole tree (bounded); the first stage that finds anything wins."""
+    (with `search_tree`) the whole tree (bounded); the first stage that finds anything
+    wins. `Found.scanned` counts the directory entries looked at."""
     stages: list[Iterator[os.DirEntry[str]]] = [
         _entries(recordings_dir / dated_dir(other)) for other in around(day)
     ]
     stages.append(_entries(recordings_dir))
+    scanned = 0
     for stage in stages:
         found = _collect(stage, uniqueid, pattern)
+        scanned += found.scanned
         if found:
-            return found
-    return _collect(_walk(recordings_dir, max_entries), uniqueid, pattern)
+            return replace(found, scanned=scanned)
+    if not search_tree:
+        return Found(scanned=scanned)
+    found = _collect(_walk(recordings_dir, max_entries), uniqueid, pattern)
+    return replace(found, scanned=scanned + found.scanned, walked=True)
 
 
 def _collect(entries: Iterator[os.DirEntry[str]], uniqueid: str, pattern: re.Pattern[str]) -> Found:
     hits: dict[Leg, Path] = {}
-    matching = [
-        (entry.path, leg)
-        for entry in entries
-        if uniqueid in entry.name
-        and pattern.fullmatch(entry.name)
-        and (leg := leg_of(entry.name, uniqueid)) is not None
-        and entry.is_file()
-    ]
+    scanned = 0
+    matching = []
+    for entry in entries:
+        scanned += 1
+        if (
+            uniqueid in entry.name
+            and pattern.fullmatch(entry.name)
+            and (leg := leg_of(entry.name, uniqueid)) is not None
+            and entry.is_file()
+        ):
+            matching.append((entry.path, leg))
     for path, leg in sorted(matching, key=lambda item: item[0]):  # the same on every run
         hits.setdefault(leg, Path(path))
-    return Found(hits.get(Leg.MIXED), hits.get(Leg.CALLER), hits.get(Leg.CALLEE))
+    return Found(hits.get(Leg.MIXED), hits.get(Leg.CALLER), hits.get(Leg.CALLEE), scanned)
 
 
 def _entries(directory: Path) -> Iterator[os.DirEntry[str]]:
@@ -400,10 +416,13 @@ class RecordingTarget:
 @dataclass(frozen=True)
 class Resolved:
     """What `recording_target` decided: the target (None: no recording), and the
-    `recording_name` to send to the server."""
+    `recording_name` to send to the server (a base name, never a path or a lookup key);
+    for a lookup, the directory entries it looked at and whether it walked the tree."""
 
     target: RecordingTarget | None
     server_name: str | None
+    scanned: int = 0
+    walked: bool = False
 
 
 def recording_target(
@@ -414,10 +433,12 @@ def recording_target(
     day: date,
     fallback_name: str,
     pattern: re.Pattern[str],
+    search_tree: bool = True,
 ) -> Resolved:
     """Apply the contract of the module documentation to one call (worker thread).
 
-    UnsafeRecordingName when a name is refused.
+    `search_tree=False` keeps a lookup to the dated directories and the top level (a
+    bounded cost per call: tailed sources). UnsafeRecordingName when a name is refused.
     """
     if legs is not None:
         refs = [parse_reference(leg) for leg in legs]
@@ -433,15 +454,15 @@ def recording_target(
         if upload == fallback_name:
             upload = merged_name(str(paths[0]), str(paths[1]), fallback_name)
         files = tuple(candidates(recordings_dir, path, day) for path in paths)
-        return Resolved(RecordingTarget(upload, files), recording_name)
+        return Resolved(RecordingTarget(upload, files), upload)
     if recording_name is None:
         return Resolved(None, None)
     ref = parse_reference(recording_name)
     if isinstance(ref, PurePosixPath):
         return Resolved(
-            RecordingTarget(ref.name, (candidates(recordings_dir, ref, day),)), recording_name
+            RecordingTarget(ref.name, (candidates(recordings_dir, ref, day),)), ref.name
         )
-    found = find_by_uniqueid(recordings_dir, ref.uniqueid, day, pattern)
+    found = find_by_uniqueid(recordings_dir, ref.uniqueid, day, pattern, search_tree=search_tree)
     for path in (found.mixed, found.caller, found.callee):
         if path is not None:
             _check_found(recordings_dir, path)
@@ -459,10 +480,16 @@ def recording_target(
             if found.mixed is not None
             else merged_name(caller.name, callee.name, fallback_name)
         )
-        return Resolved(RecordingTarget(upload, ((caller,), (callee,)), extra), upload)
+        return Resolved(
+            RecordingTarget(upload, ((caller,), (callee,)), extra),
+            upload,
+            found.scanned,
+            found.walked,
+        )
     if found.mixed is not None:
-        return Resolved(RecordingTarget(found.mixed.name, ((found.mixed,),)), found.mixed.name)
-    return Resolved(None, None)
+        target = RecordingTarget(found.mixed.name, ((found.mixed,),))
+        return Resolved(target, found.mixed.name, found.scanned, found.walked)
+    return Resolved(None, None, found.scanned, found.walked)
 
 
 def _check_found(recordings_dir: Path, path: Path) -> None:

@@ -30,6 +30,9 @@ class AgentStats:
     lines_read: int = 0  # lines of tailed files (Master.csv …) read, refused ones included
     lines_refused: int = 0  # ... of which could not be read (copied to failed/)
     tail_commits: int = 0  # durable offsets of tailed files written
+    recording_lookups: int = 0  # `uniqueid:` lookups resolved
+    recording_lookup_entries: int = 0  # ... directory entries they looked at
+    recording_tree_walks: int = 0  # ... of which walked the recordings tree
     _changed: trio.Event = field(default_factory=trio.Event, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -324,7 +324,8 @@ class SourceTail:
         assembler = tailed.assembler
         try:
             built = self.format.build_call(call.records(), self.ctx.options)
-            message = call_to_pb(built, include_raw=True)
+            target, server_name = await self.recordings.resolve(built)
+            message = call_to_pb(replace(built, recording_name=server_name), include_raw=True)
         except (CdrError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             await self._refuse_call(tailed, call, f"unreadable call (linkedid {call.key}): {exc}")
             assembler.sent(call)
@@ -340,7 +341,7 @@ class SourceTail:
         except Abandoned:
             assembler.sent(call, ok=False)
             return False
-        await self.recordings.note(built)
+        await self.recordings.note(built, target)
         assembler.sent(call)
         self.ctx.stats.add(calls_uploaded=1)
         self.ctx.log.info(

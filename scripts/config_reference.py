@@ -191,6 +191,10 @@ MEANINGS: dict[str, str] = {
     "agent.sources[].userfield_privacy_key": (
         "Asterisk: the userfield key whose value `private` makes the call private."
     ),
+    "agent.sources[].recordings_by_uniqueid": (
+        "Asterisk: a call whose CDR names no recording file is matched to a file ending in "
+        "its uniqueid (FreePBX/IssabelPBX MixMonitor names, dated directories)."
+    ),
     "agent.sources[].tail_settle_s": (
         "Tailed files: a call (the lines sharing a linkedid) is sent once no line came for it "
         "this long."

@@ -25,8 +25,12 @@ internal when the caller is local and so is the callee, or the "callee" is the P
 itself (an IVR, voicemail, a feature code: a dst such as `s`, `*97`); else unknown.
 
 Recording and privacy: the userfield convention `rec=<file>;tag=private` (keys are
-configurable), else the file of a MixMonitor or Record application in lastdata;
-MixMonitor's `r(<file>)`/`t(<file>)` become `recording_legs` (caller, callee).
+configurable), else the file of a MixMonitor or Record application in lastdata, kept
+as the path written (the agent maps it below its recordings directory);
+MixMonitor's `r(<file>)`/`t(<file>)` become `recording_legs` (caller, callee); else,
+with `recordings_by_uniqueid` (the default), the lookup `uniqueid:<uniqueid>` of the
+first leg (the caller's channel, where FreePBX runs MixMonitor): a call with no file
+found has no recording.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from cj.cdr.options import CdrOptions
 from cj.model import Call, Direction
 from cj.phone import PhoneNumber
 
+LOOKUP_PREFIX = "uniqueid:"  # cj_agent.recordings.LOOKUP_PREFIX (the agent's contract)
 NAMESPACE = uuid_module.uuid5(uuid_module.NAMESPACE_URL, "https://calljournal.invalid/asterisk")
 MAX_LEGS_KEPT = 200  # raw["legs"]; raw must stay under 1 MiB
 
@@ -61,6 +66,7 @@ _CHANNEL = re.compile(r"(?P<tech>[A-Za-z0-9_]+)/(?P<peer>.+?)(?:-[0-9a-fA-F]{1,8
 _CLID = re.compile(r'\s*(?:"(?P<quoted>.*)"|(?P<bare>[^<]*?))\s*<(?P<number>[^<>]*)>\s*')
 _PUBLIC_NUMBER = re.compile(r"\+?[0-9]{3,}")
 # In MixMonitor's options (its second argument), `r(file)` and `t(file)`.
+_UNIQUEID_LOOKUP = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what a lookup may name
 _MIXMONITOR_LEG = re.compile(r"([rt])\(([^()]*)\)")
 
 
@@ -287,7 +293,7 @@ def _recording(
         if tag in ("private", "true", "yes", "1", "on"):
             private = True
         if name is None and values.get(settings.userfield_recording_key):
-            name = fields.recording_file_name(values[settings.userfield_recording_key], "userfield")
+            name = fields.recording_path(values[settings.userfield_recording_key], "userfield")
     if name is not None:
         return name, None, private
     for leg in ordered:
@@ -300,19 +306,24 @@ def _recording(
             target = target.replace(":", ".")  # Record(name:format), the old syntax
         if "%" in target:  # Record()'s %d counter: the real name is unknown
             continue
-        found = fields.recording_file_name(target, "lastdata") if target else None
+        found = fields.recording_path(target, "lastdata") if target else None
         mix_options = data.split(",", 2)[1] if "," in data else ""
         split = dict(_MIXMONITOR_LEG.findall(mix_options)) if app == "mixmonitor" else {}
         pair: tuple[str, str] | None = None
         if split.get("r") and split.get("t"):
-            rx = fields.recording_file_name(split["r"], "lastdata")
-            tx = fields.recording_file_name(split["t"], "lastdata")
+            rx = fields.recording_path(split["r"], "lastdata")
+            tx = fields.recording_path(split["t"], "lastdata")
             if rx and tx:
                 # r() is what the channel (the caller) sent, t() what it was sent.
                 pair = (rx, tx)
                 found = found or rx
         if found is not None:
             return found, pair, private
+    uniqueid = legs[0].get("uniqueid") if legs else ""
+    if settings.recordings_by_uniqueid and _UNIQUEID_LOOKUP.fullmatch(uniqueid):
+        # FreePBX/IssabelPBX name no file in the CDR; MixMonitor runs on the caller's
+        # channel, whose uniqueid ends the file name (cj_agent/recordings.py).
+        return f"{LOOKUP_PREFIX}{uniqueid}", None, private
     return None, None, private
 
 

@@ -56,13 +56,17 @@ class AsteriskOptions:
     """trunk_channels / inbound_contexts: regular expressions (searched) for a channel to
     the outside world and for a dcontext of calls arriving from outside; csv_columns:
     the cdr_custom columns in order; the userfield keys naming the recording and the
-    privacy tag (`rec=<file>;tag=private`)."""
+    privacy tag (`rec=<file>;tag=private`); recordings_by_uniqueid: a call whose CDR
+    names no recording file gets the lookup `uniqueid:<uniqueid>`."""
 
     trunk_channels: str = DEFAULT_TRUNK_CHANNELS
     inbound_contexts: str = DEFAULT_INBOUND_CONTEXTS
     csv_columns: tuple[str, ...] = STOCK_CUSTOM_COLUMNS
     userfield_recording_key: str = "rec"
     userfield_privacy_key: str = "tag"
+    # A call whose CDR names no file is given the lookup `uniqueid:<uniqueid>`
+    # (FreePBX/IssabelPBX MixMonitor names end in the uniqueid).
+    recordings_by_uniqueid: bool = True
     trunk: re.Pattern[str] = field(init=False, repr=False, compare=False)
     inbound: re.Pattern[str] = field(init=False, repr=False, compare=False)
 

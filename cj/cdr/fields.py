@@ -209,6 +209,28 @@ def recording_file_name(value: str, field: str) -> str | None:
     return name
 
 
+MAX_RECORDING_PATH_BYTES = 1024
+
+
+def recording_path(value: str, field: str) -> str | None:
+    """A recording path as the PBX wrote it, kept whole (the agent's resolver maps it
+    below its recordings directory: cj_agent/recordings.py); None when empty.
+
+    Refused like `recording_file_name` (its last part must be a file name; no
+    backslash, no control character), and so is a `..` component or a path longer
+    than 1024 bytes.
+    """
+    path = value.strip()
+    if not path:
+        return None
+    recording_file_name(path, field)
+    if ".." in path.split("/"):
+        raise CdrFieldError(field, f"{_excerpt(path)} holds a '..' component")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_RECORDING_PATH_BYTES:
+        raise CdrFieldError(field, f"path longer than {MAX_RECORDING_PATH_BYTES} bytes")
+    return path
+
+
 def looks_like_extension(number: PhoneNumber) -> bool:
     """1 to 5 ASCII digits and nothing else: a PBX extension, not a public number."""
     raw = number.raw.strip()

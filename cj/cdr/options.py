@@ -95,6 +95,7 @@ class CdrOptions:
                 csv_columns=tuple(source.csv_columns),
                 userfield_recording_key=source.userfield_recording_key,
                 userfield_privacy_key=source.userfield_privacy_key,
+                recordings_by_uniqueid=source.recordings_by_uniqueid,
             ),
             csv_template=source.csv_template,
         )

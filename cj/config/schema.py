@@ -365,6 +365,9 @@ class AgentSourceConfig:
     # The userfield convention `rec=<file>;tag=private`: the keys read.
     userfield_recording_key: str = "rec"
     userfield_privacy_key: str = "tag"
+    # Asterisk: a call whose CDR names no recording file is looked up by its uniqueid
+    # (FreePBX/IssabelPBX MixMonitor names; cj_agent/recordings.py).
+    recordings_by_uniqueid: bool = True
     # Tailed files (format asterisk_*): a call (lines sharing a linkedid) is sent once no
     # line for it came for `tail_settle_s`; it stays open for late legs (merged and
     # re-sent, and the offset held before its first line) for `tail_linger_s`.

@@ -282,3 +282,40 @@ def agent_env_for(tmp_path: Path, server: str) -> dict[str, str]:
     from .helpers import Spool
 
     return agent_env(Spool(spool).make(), server)
+
+
+async def test_lookups_are_found_by_uniqueid_and_legs_are_counted_not_merged(
+    running_api: RunningApi, tmp_path: Path
+) -> None:
+    """Backfill's subset of the resolution contract (cj_agent/backfill_recordings.py)."""
+    root = tmp_path / "archive"
+    day = root / "monitor" / "2026" / "03" / "02"
+    day.mkdir(parents=True)
+    (root / "cdr").mkdir()
+    mixed = "exten-1002-79161234567-20260302-091504-1772432104.7.wav"
+    (day / mixed).write_bytes(WAV)
+    for suffix in ("in", "out"):
+        (day / f"out-2000-1001-20260302-100000-1772434800.9-{suffix}.wav").write_bytes(WAV)
+    documents = {
+        "found": compact_cdr(recording="uniqueid:1772432104.7"),
+        "legs": compact_cdr(recording="uniqueid:1772434800.9"),
+        "none": compact_cdr(recording="uniqueid:1772439999.1"),
+    }
+    for name, document in documents.items():
+        (root / "cdr" / f"{name}.json").write_text(json.dumps(document))
+    report = tmp_path / "report.jsonl"
+    with trio.fail_after(60):
+        summary = await backfill(running_api, plan_for(Archive(root, {})), report)
+    assert summary.calls_added == 3 and summary.recordings_uploaded == 1
+    assert summary.failed == 0 and summary.recordings_not_merged == 1
+    assert any("recordings not sent:  1" in line for line in summary.lines())
+    uuids = {name: document["uuid"] for name, document in documents.items()}
+    calls = server_calls(running_api)
+    assert calls[uuids["found"]]["recording"] == mixed
+    rows = running_api.query("SELECT uuid::text AS uuid, recording_name FROM calls")
+    names = {str(row["uuid"]): row["recording_name"] for row in rows}
+    assert names == {uuids["found"]: mixed, uuids["legs"]: None, uuids["none"]: None}
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [line["call_uuid"] for line in lines] == [uuids["legs"]]
+    assert "not merged by backfill" in lines[0]["reason"]
+    assert (day / mixed).exists()  # backfill never moves or deletes

@@ -289,7 +289,8 @@ def test_local_channel_halves_do_not_steal_the_billsec() -> None:
 
 def test_userfield_convention_and_configurable_keys() -> None:
     call = one(csv_line(*std(), "1.1", "rec=/var/spool/asterisk/monitor/a.wav;tag=private"))
-    assert call.recording_name == "a.wav" and call.private is True
+    assert call.recording_name == "/var/spool/asterisk/monitor/a.wav"  # a path, kept
+    assert call.private is True
     options = CdrOptions(
         asterisk=AsteriskOptions(userfield_recording_key="file", userfield_privacy_key="p")
     )
@@ -308,15 +309,32 @@ def test_record_and_mixmonitor_in_lastdata() -> None:
         lastdata="/var/spool/asterisk/recording/recording-1001-20250723-065517-name.wav,5,30,k",
     )
     call = one(csv_line(*record, "1.1", ""))
-    assert call.recording_name == "recording-1001-20250723-065517-name.wav"
+    assert call.recording_name == (
+        "/var/spool/asterisk/recording/recording-1001-20250723-065517-name.wav"
+    )
     old_syntax = one(csv_line(*std(lastapp="Record", lastdata="recording:wav"), "1.2", ""))
     assert old_syntax.recording_name == "recording.wav"
     mix = std(
         lastapp="MixMonitor", lastdata="/rec/call-1.wav,br(/rec/call-1-rx.wav)t(/rec/call-1-tx.wav)"
     )
     call = one(csv_line(*mix, "1.3", ""))
-    assert call.recording_name == "call-1.wav"
-    assert call.recording_legs == ("call-1-rx.wav", "call-1-tx.wav")
+    assert call.recording_name == "/rec/call-1.wav"
+    assert call.recording_legs == ("/rec/call-1-rx.wav", "/rec/call-1-tx.wav")
+
+
+def test_a_call_naming_no_file_is_looked_up_by_its_uniqueid() -> None:
+    call = one(csv_line(*std(), "1772432104.7", ""))
+    assert call.recording_name == "uniqueid:1772432104.7" and call.recording_legs is None
+    off = CdrOptions(asterisk=AsteriskOptions(recordings_by_uniqueid=False))
+    assert one(csv_line(*std(), "1772432104.7", ""), off).recording_name is None
+    odd = one(csv_line(*std(), "a/b", ""))  # not a uniqueid a file name can end in
+    assert odd.recording_name is None
+
+
+def test_a_recording_path_with_dot_dot_is_refused() -> None:
+    mix = std(lastapp="MixMonitor", lastdata="/rec/../etc/x.wav,b")
+    with pytest.raises(CdrError, match="lastdata"):
+        one(csv_line(*mix, "1.3", ""))
 
 
 # --- bytes that are not UTF-8 ---------------------------------------------------------

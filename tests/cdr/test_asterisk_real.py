@@ -125,7 +125,7 @@ def test_the_pjsip_record_application_names_the_file() -> None:
     path = ASTERISK / "tejdeepsingh-pjsip-cdrcsv-1.csv"
     calls, _ = parse_lines(path.read_bytes().splitlines(), CdrOptions(), CdrFormat.ASTERISK_CSV)
     names = {call.recording_name for call in calls if call.recording_name}
-    assert "recording-1001-20250723-065517-name.wav" in names
+    assert "/var/spool/asterisk/recording/recording-1001-20250723-065517-name.wav" in names
 
 
 def test_a_single_asterisk_cdr_object() -> None:
