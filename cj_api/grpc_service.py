@@ -33,6 +33,7 @@ from cj.model import Call
 from cj.proto import calljournal_grpc
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import current_principal, requires
+from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
 from cj_api.metrics import ApiMetrics
 from cj_api.service import CallJournalService, InvalidCall, UploadHeader
 
@@ -44,6 +45,7 @@ DEFAULT_LIMIT = 100
 MAX_CHUNK = 1024 * 1024
 DOWNLOAD_CHUNK = 64 * 1024
 _PRIVACY_FROM_PB = {pb.CALL_PRIVACY_PRIVATE: True, pb.CALL_PRIVACY_PUBLIC: False}
+_HOLD_FROM_PB = {pb.LEGAL_HOLD_ACTION_PLACE: True, pb.LEGAL_HOLD_ACTION_LIFT: False}
 
 
 class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
@@ -189,6 +191,42 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
             )
 
         return await self._observed("SetCallPrivacy", work)
+
+    @requires(Role.ADMIN)
+    async def SetLegalHold(self, input_message: pb.SetLegalHoldRequest) -> pb.SetLegalHoldResponse:
+        async def work() -> pb.SetLegalHoldResponse:
+            call_uuid = parse_uuid(input_message.uuid, "uuid")
+            held = _HOLD_FROM_PB.get(input_message.action)
+            if held is None:
+                raise ServiceError.invalid(
+                    "action", "is required: LEGAL_HOLD_ACTION_PLACE or LEGAL_HOLD_ACTION_LIFT"
+                )
+            change = await self._service.holds.set(
+                current_principal(), call_uuid, held=held, reason=input_message.reason
+            )
+            return pb.SetLegalHoldResponse(
+                uuid=str(change.call_uuid), held=change.held, changed=change.changed
+            )
+
+        return await self._observed("SetLegalHold", work)
+
+    @requires(Role.ADMIN)
+    async def ListLegalHolds(
+        self, input_message: pb.ListLegalHoldsRequest
+    ) -> pb.ListLegalHoldsResponse:
+        async def work() -> pb.ListLegalHoldsResponse:
+            holds = await self._service.holds.list(
+                current_principal(), input_message.limit or DEFAULT_HOLDS
+            )
+            answer = pb.ListLegalHoldsResponse()
+            for hold in holds:
+                item = answer.holds.add(
+                    uuid=str(hold.call_uuid), reason=hold.reason, held_by=hold.held_by
+                )
+                item.held_at.FromDatetime(hold.held_at)
+            return answer
+
+        return await self._observed("ListLegalHolds", work)
 
     @requires(Role.READER)
     async def SearchByPhone(self, input_message: pb.SearchByPhoneRequest) -> pb.SearchResponse:

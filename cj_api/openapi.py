@@ -207,6 +207,42 @@ def _schemas() -> dict[str, Schema]:
                 },
             }
         ),
+        "HoldRequest": _object(
+            {
+                "held": {"type": "boolean", "description": "true places a hold, false lifts it"},
+                "reason": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_REASON,
+                    "description": "why (kept with the hold and in the audit log)",
+                },
+            }
+        ),
+        "HoldResponse": _object(
+            {
+                "uuid": _UUID,
+                "held": {"type": "boolean", "description": "whether the call is held now"},
+                "changed": {
+                    "type": "boolean",
+                    "description": "false when it already was (or was not) held; still audited",
+                },
+            }
+        ),
+        "HoldList": _object(
+            {
+                "holds": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "uuid": _UUID,
+                            "reason": {"type": "string"},
+                            "held_by": {"type": "string"},
+                            "held_at": _TIME,
+                        }
+                    ),
+                }
+            }
+        ),
         "AddCallsResponse": _object(
             {
                 "inserted": _COUNT,
@@ -573,6 +609,40 @@ def _paths() -> dict[str, Schema]:
                     {"200": _json_response("The call's privacy now", "PrivacyResponse")},
                     *_AUTH_ERRORS,
                     *_JSON_BODY_ERRORS,
+                ),
+            }
+        },
+        "/api/v1/calls/{call_uuid}:hold": {
+            "post": {
+                "operationId": "setLegalHold",
+                "summary": "Place or lift a legal hold on a call, with a reason (audited)",
+                "description": "Retention (`cj purge`) never purges the recording of a held "
+                "call. A uuid whose call has not arrived yet may be held. Role admin.",
+                "tags": ["admin"],
+                "parameters": [_CALL_UUID],
+                "requestBody": _json_body("HoldRequest", "place or lift, and why"),
+                "responses": _responses(
+                    {"200": _json_response("Whether the call is held now", "HoldResponse")},
+                    *_AUTH_ERRORS,
+                    *_JSON_BODY_ERRORS,
+                ),
+            }
+        },
+        "/api/v1/holds": {
+            "get": {
+                "operationId": "listLegalHolds",
+                "summary": "Every legal hold, oldest first",
+                "tags": ["admin"],
+                "parameters": [
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 10000},
+                        "at most this many (default 1000)",
+                    )
+                ],
+                "responses": _responses(
+                    {"200": _json_response("The holds", "HoldList")},
+                    *_AUTH_ERRORS,
                 ),
             }
         },

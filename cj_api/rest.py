@@ -7,6 +7,8 @@ Routes (DESIGN §5; the contract is `cj_api.openapi`, served at /api/v1/openapi.
     POST /api/v1/calls:check               which uuids exist              agent
     PUT  /api/v1/calls/{uuid}/recording    upload the WAV, streamed       agent
     POST /api/v1/calls/{uuid}:privacy      release or protect a call      admin
+    POST /api/v1/calls/{uuid}:hold         place or lift a legal hold     admin
+    GET  /api/v1/holds                     every legal hold               admin
     GET  /api/v1/calls?…                   search by phone or interval    reader
     GET  /api/v1/calls/{uuid}              one call with its raw CDR      reader
     GET|HEAD /api/v1/calls/{uuid}/recording  download (Range, ETag)       reader
@@ -74,6 +76,8 @@ from cj.model import Call
 from cj_api import openapi
 from cj_api.console import register_console
 from cj_api.export import CallsExport, export_query_from_params
+from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
+from cj_api.holds import hold_change_to_json, hold_request_from_json, hold_to_json
 from cj_api.links import LINK_PARAMETER, LinkSigner, export_resource, recording_resource
 from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from cj_api.rest_codec import (
@@ -338,6 +342,8 @@ class _Routes:
             self.set_privacy,
             methods=["POST"],
         )
+        add(f"{calls}/<call:call_uuid>:hold", "setLegalHold", self.set_hold, methods=["POST"])
+        add(f"{API_PREFIX}/holds", "listLegalHolds", self.list_holds, methods=["GET"])
         add(recording, "downloadRecording", self.download_recording, methods=["GET", "HEAD"])
         add("/healthz", "healthz", self.healthz, methods=["GET"])
         add("/readyz", "readyz", self.readyz, methods=["GET"])
@@ -383,6 +389,21 @@ class _Routes:
         return _json(upload_result_to_json(result), status, {"Location": location})
 
     # --- administration -------------------------------------------------------------
+
+    async def set_hold(self, call_uuid: str) -> Response:
+        principal = self._principal(Role.ADMIN)
+        target = parse_uuid(call_uuid, "call_uuid")
+        held, reason = hold_request_from_json(await self._read_json(MAX_JSON_BYTES))
+        change = await self._service.holds.set(principal, target, held=held, reason=reason)
+        return _json(hold_change_to_json(change))
+
+    async def list_holds(self) -> Response:
+        principal = self._principal(Role.ADMIN)
+        text = request.args.get("limit", str(DEFAULT_HOLDS))
+        if not re.fullmatch(r"[0-9]{1,6}", text.strip()):
+            raise ServiceError.invalid("limit", "must be an integer")
+        holds = await self._service.holds.list(principal, int(text))
+        return _json({"holds": [hold_to_json(hold) for hold in holds]})
 
     async def set_privacy(self, call_uuid: str) -> Response:
         principal = self._principal(Role.ADMIN)

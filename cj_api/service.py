@@ -55,6 +55,7 @@ from cj.storage import (
     StorageUnavailable,
 )
 from cj.storage.base import resolve_range
+from cj_api.holds import LegalHolds
 from cj_api.metrics import ApiMetrics
 
 log = structlog.get_logger(__name__)
@@ -164,6 +165,7 @@ class CallJournalService:
         # loop room for searches (the streams wait in HTTP/2 flow control meanwhile).
         self._bulk_ingest = trio.CapacityLimiter(BULK_INGEST_STREAMS)
         self._storages = storages
+        self.holds = LegalHolds(db)  # admin: legal holds (cj_api/holds.py)
         self._publisher = publisher
         self._config = config
         self._metrics = metrics

@@ -32,6 +32,12 @@ class CallJournalServicer(purerpc.Servicer):
     async def SetCallPrivacy(self, input_message):
         raise NotImplementedError()
 
+    async def SetLegalHold(self, input_message):
+        raise NotImplementedError()
+
+    async def ListLegalHolds(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -118,6 +124,24 @@ class CallJournalServicer(purerpc.Servicer):
                 calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyResponse,
             )
         )
+        service_obj.add_method(
+            "SetLegalHold",
+            self.SetLegalHold,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                calljournal_dot_v1_dot_calljournal__pb2.SetLegalHoldRequest,
+                calljournal_dot_v1_dot_calljournal__pb2.SetLegalHoldResponse,
+            )
+        )
+        service_obj.add_method(
+            "ListLegalHolds",
+            self.ListLegalHolds,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                calljournal_dot_v1_dot_calljournal__pb2.ListLegalHoldsRequest,
+                calljournal_dot_v1_dot_calljournal__pb2.ListLegalHoldsResponse,
+            )
+        )
         return service_obj
 
 
@@ -197,5 +221,21 @@ class CallJournalStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyRequest,
                 calljournal_dot_v1_dot_calljournal__pb2.SetCallPrivacyResponse,
+            )
+        )
+        self.SetLegalHold = self._client.get_method_stub(
+            "SetLegalHold",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                calljournal_dot_v1_dot_calljournal__pb2.SetLegalHoldRequest,
+                calljournal_dot_v1_dot_calljournal__pb2.SetLegalHoldResponse,
+            )
+        )
+        self.ListLegalHolds = self._client.get_method_stub(
+            "ListLegalHolds",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                calljournal_dot_v1_dot_calljournal__pb2.ListLegalHoldsRequest,
+                calljournal_dot_v1_dot_calljournal__pb2.ListLegalHoldsResponse,
             )
         )

@@ -46,6 +46,12 @@ class CallPrivacy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CALL_PRIVACY_UNSPECIFIED: _ClassVar[CallPrivacy]
     CALL_PRIVACY_PRIVATE: _ClassVar[CallPrivacy]
     CALL_PRIVACY_PUBLIC: _ClassVar[CallPrivacy]
+
+class LegalHoldAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEGAL_HOLD_ACTION_UNSPECIFIED: _ClassVar[LegalHoldAction]
+    LEGAL_HOLD_ACTION_PLACE: _ClassVar[LegalHoldAction]
+    LEGAL_HOLD_ACTION_LIFT: _ClassVar[LegalHoldAction]
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_INBOUND: Direction
 DIRECTION_OUTBOUND: Direction
@@ -68,6 +74,9 @@ UPSERT_OUTCOME_UNCHANGED: UpsertOutcome
 CALL_PRIVACY_UNSPECIFIED: CallPrivacy
 CALL_PRIVACY_PRIVATE: CallPrivacy
 CALL_PRIVACY_PUBLIC: CallPrivacy
+LEGAL_HOLD_ACTION_UNSPECIFIED: LegalHoldAction
+LEGAL_HOLD_ACTION_PLACE: LegalHoldAction
+LEGAL_HOLD_ACTION_LIFT: LegalHoldAction
 
 class Call(_message.Message):
     __slots__ = ("uuid", "source", "caller_number", "caller_name", "destination_number", "direction", "started_at", "answered_at", "ended_at", "duration_s", "billsec", "hangup_cause", "hangup_side", "sip_code", "private", "recording_name", "raw_json", "caller_extension", "destination_extension")
@@ -342,3 +351,47 @@ class SetCallPrivacyResponse(_message.Message):
     privacy: CallPrivacy
     changed: bool
     def __init__(self, uuid: _Optional[str] = ..., privacy: _Optional[_Union[CallPrivacy, str]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class SetLegalHoldRequest(_message.Message):
+    __slots__ = ("uuid", "action", "reason")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    action: LegalHoldAction
+    reason: str
+    def __init__(self, uuid: _Optional[str] = ..., action: _Optional[_Union[LegalHoldAction, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetLegalHoldResponse(_message.Message):
+    __slots__ = ("uuid", "held", "changed")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    held: bool
+    changed: bool
+    def __init__(self, uuid: _Optional[str] = ..., held: _Optional[bool] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ListLegalHoldsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class LegalHold(_message.Message):
+    __slots__ = ("uuid", "reason", "held_by", "held_at")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    HELD_AT_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    reason: str
+    held_by: str
+    held_at: _timestamp_pb2.Timestamp
+    def __init__(self, uuid: _Optional[str] = ..., reason: _Optional[str] = ..., held_by: _Optional[str] = ..., held_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListLegalHoldsResponse(_message.Message):
+    __slots__ = ("holds",)
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    holds: _containers.RepeatedCompositeFieldContainer[LegalHold]
+    def __init__(self, holds: _Optional[_Iterable[_Union[LegalHold, _Mapping]]] = ...) -> None: ...

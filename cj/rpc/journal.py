@@ -121,6 +121,32 @@ class CallJournalClient:
             timeout_s=timeout_s,
         )
 
+    async def set_legal_hold(
+        self,
+        uuid: str,
+        action: pb.LegalHoldAction,
+        reason: str,
+        *,
+        timeout_s: float | None = None,
+    ) -> pb.SetLegalHoldResponse:
+        """Place (LEGAL_HOLD_ACTION_PLACE) or lift a legal hold; role admin, audited."""
+        return await self.channel.unary_unary(
+            _path("SetLegalHold"),
+            pb.SetLegalHoldRequest(uuid=uuid, action=action, reason=reason),
+            pb.SetLegalHoldResponse,
+            timeout_s=timeout_s,
+        )
+
+    async def list_legal_holds(
+        self, *, limit: int = 0, timeout_s: float | None = None
+    ) -> pb.ListLegalHoldsResponse:
+        return await self.channel.unary_unary(
+            _path("ListLegalHolds"),
+            pb.ListLegalHoldsRequest(limit=limit),
+            pb.ListLegalHoldsResponse,
+            timeout_s=timeout_s,
+        )
+
     def download_recording(
         self, call_uuid: str, *, offset: int = 0, timeout_s: float | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[pb.DownloadRecordingResponse]]:

@@ -25,6 +25,8 @@ OPERATIONS = {
     "GetCall": (False, False),
     "DownloadRecording": (False, True),
     "SetCallPrivacy": (False, False),
+    "SetLegalHold": (False, False),
+    "ListLegalHolds": (False, False),
 }
 
 
