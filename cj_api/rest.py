@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +58,7 @@ from cj.db.calls import UpsertOutcome
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
+from cj_api.downloads import DownloadInfo
 from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from cj_api.rest_codec import (
     MAX_BATCH_CALLS,
@@ -83,7 +85,7 @@ from cj_api.rest_streaming import (
     StreamBody,
     StreamingRequest,
 )
-from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, DownloadInfo, InvalidCall
+from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, InvalidCall
 
 __all__ = [
     "API_PREFIX",
@@ -338,27 +340,60 @@ class _Routes:
         return _json(record_to_json(record, include_raw=True))
 
     async def download_recording(self, call_uuid: str) -> Response:
-        principal = self._principal(Role.READER)
+        address = _client_address()
+        principal = await self._download_principal(address, call_uuid)
         target = parse_uuid(call_uuid, "call_uuid")
-        info = await self._service.prepare_download(principal, target)
-        headers = _download_headers(info)
+        info = await self._service.prepare_download(principal, target, address)
+        downloads = self._service.downloads
         if etag_matches(request.headers.get("If-None-Match"), info.etag):
-            return Response(b"", 304, headers)
-        chosen = select_range(
-            request.headers.get("Range"), request.headers.get("If-Range"), info.etag, info.size
-        )
+            await downloads.audit_without_body(principal, info, address, "not_modified")
+            return Response(b"", 304, _download_headers(info))
+        try:
+            chosen = select_range(
+                request.headers.get("Range"), request.headers.get("If-Range"), info.etag, info.size
+            )
+        except ServiceError as exc:
+            await downloads.audit_refusal(principal, info.call_uuid, exc, address)
+            raise
         start, end = (0, info.size) if chosen is None else (chosen.start, chosen.end)
+        if request.method == "HEAD":
+            await downloads.audit_without_body(principal, info, address, "HEAD")
+            body: ResponseBody = DataBody(b"")
+        else:
+            # Opened before the answer is chosen: its first bytes are there, and `info` is
+            # what is really sent (a whole download follows the WAV to its new MP3).
+            stream = await StreamBody.open(
+                self._service, principal, info, start, None if chosen is None else end, address
+            )
+            info, start, end = stream.opened.info, stream.opened.start, stream.opened.end
+            body = stream
+        headers = _download_headers(info)
         if chosen is not None:
             headers["Content-Range"] = chosen.content_range
         status = 200 if chosen is None else 206
-        if request.method == "HEAD":
-            body: ResponseBody = DataBody(b"")
-        else:
-            body = await StreamBody.open(self._service, info, start, end)
         response = Response(body, status, headers, content_type=info.content_type)
         response.headers["Content-Length"] = str(end - start)
         response.timeout = 60.0 + (end - start) / MIN_SEND_BYTES_PER_S
         return response
+
+    async def _download_principal(self, address: str, call_uuid: str) -> Principal:
+        """The reader downloading, or the refusal, audited (aggregated) either way."""
+        authorization = request.headers.get("Authorization")
+        try:
+            principal = self._authenticator.authenticate(authorization)
+        except ServiceError as exc:
+            await self._service.downloads.note_refused_authentication(
+                None, authorization is not None, exc, address, _uuid_or_none(call_uuid)
+            )
+            raise
+        try:
+            require(principal, Role.READER)
+        except ServiceError as exc:
+            await self._service.downloads.note_refused_authentication(
+                principal, True, exc, address, _uuid_or_none(call_uuid)
+            )
+            raise
+        return principal
 
     # --- operations -----------------------------------------------------------------
 
@@ -433,6 +468,18 @@ def _name_upload_header(error: ServiceError) -> ServiceError:
     return renamed
 
 
+def _client_address() -> str:
+    """The client's IP address (no port: one client's connections count together)."""
+    return str(request.remote_addr or "")
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
 def _download_headers(info: DownloadInfo) -> dict[str, str]:
     headers = {
         "ETag": info.etag,
@@ -461,6 +508,11 @@ def _error(error: ServiceError, status: int, headers: dict[str, str] | None = No
 async def _on_service_error(error: ServiceError) -> Response:
     status = error.http_status if isinstance(error, RestError) else error.code.http_status
     headers = dict(error.headers) if isinstance(error, RestError) else {}
+    retry_after = error.retry_after_header
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+        if error.code is ErrorCode.RESOURCE_EXHAUSTED:
+            status = 429  # a limit of the caller's, not a request too large (413)
     if error.code is ErrorCode.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = _AUTH_CHALLENGE
     if status >= 500:

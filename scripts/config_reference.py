@@ -39,6 +39,28 @@ MEANINGS: dict[str, str] = {
     "api.max_recording_bytes": "Largest recording accepted by an upload (bytes).",
     "api.grace_period_s": "On SIGTERM, how long requests in flight may take to finish.",
     "api.default_deadline_s": "Deadline of a gRPC call whose client sent no `grpc-timeout`.",
+    "api.search_concurrency_per_token": (
+        "Searches one token may run at once; more are refused with 429 (0: no limit)."
+    ),
+    "api.search_rate_per_token": (
+        "Searches per second one token may start, on average (0: no limit)."
+    ),
+    "api.search_burst_per_token": "Searches one token may start in a burst above that rate.",
+    "api.download_concurrency_per_token": (
+        "Downloads one token may stream at once; more are refused with 429 (0: no limit)."
+    ),
+    "api.download_rate_per_token": (
+        "Downloads per second one token may start, on average (0: no limit)."
+    ),
+    "api.download_burst_per_token": "Downloads one token may start in a burst above that rate.",
+    "api.download_recheck_interval_s": (
+        "While the database listener is down, how often downloads in progress are "
+        "re-checked (a call turned private or purged stops them)."
+    ),
+    "api.audit_flush_interval_s": (
+        "How often the counts of refused download attempts (bad token, limits) are "
+        "written to the audit log."
+    ),
     # encoder
     "encoder.concurrency": "Recordings encoded at once by one process (0: one per CPU).",
     "encoder.bitrate_kbps": "MP3 bitrate (CBR, stereo), 8–320.",

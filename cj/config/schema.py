@@ -197,6 +197,19 @@ class ApiConfig:
     grace_period_s: NonNegativeFloat = 10.0
     # grpc-timeout a client did not send; uploads of big files need room.
     default_deadline_s: PositiveFloat = 3600.0
+    # Per-token limits (cj_api.limits): searches and downloads at once, and a token
+    # bucket of requests (rate per second, burst); 0 switches that limit off.
+    search_concurrency_per_token: NonNegativeInt = 2
+    search_rate_per_token: NonNegativeFloat = 10.0
+    search_burst_per_token: PositiveInt = 20
+    download_concurrency_per_token: NonNegativeInt = 4
+    download_rate_per_token: NonNegativeFloat = 5.0
+    download_burst_per_token: PositiveInt = 20
+    # Downloads in progress are re-checked this often while the LISTEN connection that
+    # stops them (call turned private, recording purged) is down.
+    download_recheck_interval_s: PositiveFloat = 1.0
+    # Refused download attempts (bad token, limits) are counted and written this often.
+    audit_flush_interval_s: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

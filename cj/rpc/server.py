@@ -53,7 +53,16 @@ from purerpc.grpclib.status import Status, StatusCode
 from cj.auth import Authenticator, Principal, require
 from cj.errors import ErrorCode, ServiceError, single_leaf
 from cj.rpc._purerpc import ServerSocket, is_generated_placeholder
-from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal, required_role
+from cj.rpc.access import (
+    ANONYMOUS,
+    NO_POLICY,
+    AuthRefusal,
+    OnAuthRefused,
+    _set_peer,
+    _set_principal,
+    current_peer_address,
+    required_role,
+)
 from cj.rpc.timeouts import parse_grpc_timeout
 
 __all__ = ["GrpcServer", "serve_grpc"]
@@ -121,6 +130,7 @@ class GrpcServer:
         default_deadline_s: float | None = None,
         grace_period_s: float = 10.0,
         handshake_timeout_s: float = 10.0,
+        on_auth_refused: OnAuthRefused | None = None,
     ) -> None:
         if default_deadline_s is not None and not default_deadline_s > 0:
             raise ValueError(f"default_deadline_s must be > 0 or None, not {default_deadline_s}")
@@ -141,6 +151,7 @@ class GrpcServer:
         self._default_deadline_s = default_deadline_s
         self._grace_period_s = grace_period_s
         self._handshake_timeout_s = handshake_timeout_s
+        self._on_auth_refused = on_auth_refused
         self._connections: set[_Connection] = set()
         self._shutdown_requested = trio.Event()
         self._draining = False
@@ -300,6 +311,7 @@ class GrpcServer:
             request_id = _request_id(event.custom_metadata)
             trailers.append(("x-request-id", request_id))
             structlog.contextvars.bind_contextvars(rpc=path, request_id=request_id)
+            _set_peer(connection.peer)
             with rpc.scope:
                 try:
                     await self._dispatch(sock, stream, event, path, rpc)
@@ -347,7 +359,12 @@ class GrpcServer:
                 raise ServiceError.invalid("grpc-timeout", str(exc)) from None
         if timeout is not None:
             rpc.scope.deadline = trio.current_time() + timeout
-        _set_principal(self._authorize(event.custom_metadata, method))
+        try:
+            principal = self._authorize(event.custom_metadata, method)
+        except ServiceError as exc:
+            await self._report_refusal(path, event.custom_metadata, exc)
+            raise
+        _set_principal(principal)
 
         stream.expect_message_type(method.request_type)
         handler = functools.partial(method.handler, request=event)
@@ -383,6 +400,23 @@ class GrpcServer:
         require(principal, method.role)
         return principal
 
+    async def _report_refusal(
+        self, path: str, metadata: Sequence[tuple[str, Any]], error: ServiceError
+    ) -> None:
+        """Tell `on_auth_refused` (auditing) about a refused call; its failure is logged,
+        the call is refused anyway."""
+        if self._on_auth_refused is None or self._authenticator is None:
+            return
+        values = [value for name, value in metadata if name == "authorization"]
+        principal: Principal | None = None
+        if error.code is ErrorCode.PERMISSION_DENIED and len(values) == 1:
+            principal = self._authenticator.authenticate(values[0])  # valid: only the role
+        refusal = AuthRefusal(path, current_peer_address(), principal, bool(values), error)
+        try:
+            await self._on_auth_refused(refusal)
+        except Exception as exc:
+            log.warning("grpc auth refusal not reported", error=repr(exc))
+
 
 async def serve_grpc(
     services: Sequence[Any],
@@ -394,6 +428,7 @@ async def serve_grpc(
     default_deadline_s: float | None = None,
     grace_period_s: float = 10.0,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    on_auth_refused: OnAuthRefused | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `services` on `host:port` until cancelled, or until `shutdown_trigger`
@@ -408,6 +443,7 @@ async def serve_grpc(
         authenticator=authenticator,
         default_deadline_s=default_deadline_s,
         grace_period_s=grace_period_s,
+        on_auth_refused=on_auth_refused,
     )
     async with trio.open_nursery() as nursery:
 
@@ -502,6 +538,8 @@ def _status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str
         trailers = [("cj-error-code", leaf.code.value)]
         if leaf.field:
             trailers.append(("cj-error-field", leaf.field))
+        if leaf.retry_after_header is not None:
+            trailers.append(("retry-after", leaf.retry_after_header))
         if leaf.code is ErrorCode.INTERNAL:
             log.error("grpc call failed", error=str(leaf), exc_info=leaf)
         return Status(leaf.code.grpc_status, leaf.describe()), trailers
