@@ -114,7 +114,7 @@ class Downloads:
         self._storages = storages
         self._metrics = metrics
         self._limits = limits
-        self.registry = registry or DownloadRegistry()
+        self.registry = registry if registry is not None else DownloadRegistry()
         self._aggregator = aggregator
 
     # --- 1. prepare ----------------------------------------------------------------------

@@ -232,8 +232,11 @@ _ERROR_DESCRIPTIONS = {
     "413": "The body or the batch is over its limit (RESOURCE_EXHAUSTED)",
     "415": "Unsupported Content-Type (INVALID_ARGUMENT)",
     "416": "The range is outside the recording (OUT_OF_RANGE); Content-Range: bytes */size",
+    "429": "Over the token's limit of requests at once or per second (RESOURCE_EXHAUSTED); "
+    "retry after Retry-After seconds",
     "500": "Server fault (INTERNAL or DATA_LOSS); details are in the server log",
-    "503": "A dependency is down (UNAVAILABLE): retry with backoff",
+    "503": "A dependency is down, or the recording is being moved (UNAVAILABLE): retry "
+    "with backoff (after Retry-After seconds when it is sent)",
 }
 
 
@@ -250,6 +253,10 @@ def _error_response(status: str) -> Schema:
         response["headers"] = {"Allow": {"schema": {"type": "string"}}}
     if status == "416":
         response["headers"] = {"Content-Range": {"schema": {"type": "string"}}}
+    if status in ("429", "503"):
+        response["headers"] = {
+            "Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}
+        }
     return response
 
 
@@ -347,6 +354,7 @@ def _paths() -> dict[str, Schema]:
         "400",
         "410",
         "416",
+        "429",
     )
     head_responses = copy.deepcopy(download_responses)
     for response in head_responses.values():
@@ -403,6 +411,7 @@ def _paths() -> dict[str, Schema]:
                     {"200": _json_response("One page of calls", "SearchResponse")},
                     *_AUTH_ERRORS,
                     "400",
+                    "429",
                 ),
             },
         },
