@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import uuid as uuid_module
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,7 +94,7 @@ class OpenedDownload:
     info: DownloadInfo
     start: int
     end: int
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
 
 
 class Downloads:
@@ -187,7 +187,11 @@ class Downloads:
                     opened = await self._open_first(
                         stack, principal, info, start, end, address, watch
                     )
-                    yield opened
+                    try:
+                        yield opened
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await opened.chunks.aclose()  # the sender may stop early
         except LimitExceeded:
             await self._note(principal.name, address, "concurrency_limited", info.call_uuid)
             raise
@@ -287,7 +291,7 @@ class Downloads:
         info: DownloadInfo,
         principal: Principal,
         address: str,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         sent = 0
         chunk: bytes | None = first
         while chunk:
