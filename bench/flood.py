@@ -5,8 +5,8 @@
 Loads N synthetic calls (default 200,000) with COPY, then runs `python -m cj_api` twice
 (REST, filesystem storage, the PostgreSQL queue): once with the per-token limits off
 (`api.search_*_per_token = 0`), once with their defaults. Each time token B runs Q
-ordinary phone searches (100 rows a page, one at a time) alone, then again while token
-A's F clients (default 64, one connection each) search `limit=1000` over 100 years as
+ordinary phone searches (100 rows a page, one at a time) alone, then again (for at most
+--budget-s seconds) while token A's F clients (default 64, one connection each) search `limit=1000` over 100 years as
 fast as they can, retrying a 429 at once (a hostile client ignores Retry-After).
 
 The last line printed is one JSON object: token B's p50/p99 in ms, alone and during the
@@ -77,12 +77,18 @@ def start_api(url: str, workdir: Path, limits: bool) -> tuple[subprocess.Popen[b
     raise SystemExit("cj-api did not become ready within 60 s")
 
 
-async def ordinary_searches(base: str, phones: list[str]) -> list[float]:
-    timings = []
+async def ordinary_searches(
+    base: str, phones: list[str], budget_s: float = float("inf")
+) -> list[float]:
+    """Token B's searches one at a time, until done or `budget_s` is spent."""
+    timings: list[float] = []
+    deadline = time.perf_counter() + budget_s
     async with httpx.AsyncClient(
         base_url=base, headers={"authorization": f"Bearer {ORDINARY}"}, timeout=60
     ) as http:
         for phone in phones:
+            if time.perf_counter() > deadline and len(timings) >= 10:
+                break
             began = time.perf_counter()
             (await http.get("/api/v1/calls", params={"phone": phone})).raise_for_status()
             timings.append((time.perf_counter() - began) * 1000)
@@ -114,7 +120,7 @@ async def measure(rest_port: int, people: list[str], args: argparse.Namespace) -
             nursery.start_soon(flood, base, answers)
         await trio.sleep(2.0)  # let the flood build up
         began = time.perf_counter()
-        during = await ordinary_searches(base, phones[WARMUP:])
+        during = await ordinary_searches(base, phones[WARMUP:], args.budget_s)
         seconds = time.perf_counter() - began
         nursery.cancel_scope.cancel()
     return {
@@ -122,6 +128,7 @@ async def measure(rest_port: int, people: list[str], args: argparse.Namespace) -
         "alone_p99_ms": round(percentile(alone, 99), 1),
         "flood_p50_ms": round(statistics.median(during), 1),
         "flood_p99_ms": round(percentile(during, 99), 1),
+        "flood_searches": len(during),
         "flooder_200_per_s": round(answers[200] / seconds, 1),
         "flooder_429_per_s": round(answers[429] / seconds, 1),
     }
@@ -132,6 +139,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200_000, help="calls preloaded")
     parser.add_argument("--flooders", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--budget-s", type=float, default=30.0, help="time for B's searches during the flood"
+    )
     parser.add_argument("--database-url", default=os.environ.get("CJ_BENCH_DATABASE_URL"))
     args = parser.parse_args()
     rng = random.Random(7)

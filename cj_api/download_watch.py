@@ -13,10 +13,11 @@ registered download itself, at most `recheck_interval_s` apart: one query for al
 them.
 
 Why a listener and not a re-check per chunk: a re-check is a database round trip
-(≈0.3 ms through the pool's worker threads, measured), which at the rate a download
-sends pieces (thousands per second from a local disk) would multiply the read pool's
-load by the number of downloads and queue searches behind it; a notification costs
-nothing until something changes.
+through the pool's worker threads, measured at 0.56 ms p50 and 31 ms p99 on the 2-core
+test machine under load. A download from a local disk sends about a thousand 1 MiB
+chunks per second; re-checking each would spend more time asking than sending, hold a
+pool connection per download and queue searches behind them. A notification costs
+nothing until something changes, and the bounded re-check covers the gaps.
 """
 
 from __future__ import annotations

@@ -34,7 +34,12 @@ Decisions worth knowing as a client:
 - A Range header asking for several ranges, another unit, or malformed, is ignored: the
   whole file is sent with 200 (RFC 9110 allows it; no multipart answers). An
   unsatisfiable single range is 416 with `Content-Range: bytes */size`.
-- HEAD of a recording is audited like a download (it reveals the same metadata).
+- HEAD of a recording is audited like a download (it reveals the same metadata); so
+  is every refused download, bad credentials included (see `cj_api.downloads`).
+- A download stops when its call turns private or its recording is purged: the body
+  ends short of its Content-Length (HTTP/2: the stream is reset).
+- Over a token's limits (`cj_api.limits`) searches and downloads are answered 429 with
+  `Retry-After`; a recording being moved by the encoder, 503 with `Retry-After`.
 """
 
 from __future__ import annotations
