@@ -5,9 +5,10 @@
 Loads N synthetic calls (default 200,000) with COPY, then runs `python -m cj_api` twice
 (REST, filesystem storage, the PostgreSQL queue): once with the per-token limits off
 (`api.search_*_per_token = 0`), once with their defaults. Each time token B runs Q
-ordinary phone searches (100 rows a page, one at a time) alone, then again (for at most
---budget-s seconds) while token A's F clients (default 64, one connection each) search `limit=1000` over 100 years as
-fast as they can, retrying a 429 at once (a hostile client ignores Retry-After).
+ordinary phone searches (100 rows a page, one at a time) alone, then again (for at
+most --budget-s seconds) while token A's F clients (default 64, one connection each)
+search `limit=1000` over 100 years as fast as they can, retrying a 429 at once (a
+hostile client ignores Retry-After).
 
 The last line printed is one JSON object: token B's p50/p99 in ms, alone and during the
 flood, without and with the limits, and how many of A's requests were answered 200/429.
