@@ -7,6 +7,11 @@ at once (never queued: a queue is itself a resource the flood would hold) with
 RESOURCE_EXHAUSTED and a retry-after hint: REST answers 429 with `Retry-After`, gRPC
 RESOURCE_EXHAUSTED with the trailer `retry-after`.
 
+A search is charged by the rows it asks for (`search_cost`: one per 100, at least one),
+because a page of 1,000 calls costs the server ten times the work of a page of 100
+(decoding the rows, encoding the answer: Python work that holds the interpreter lock
+and delays every other client's request).
+
 Sans-IO apart from the clock, which is injectable (tests use a fake one).
 """
 
@@ -20,7 +25,14 @@ from dataclasses import dataclass
 from cj.config import ApiConfig
 from cj.errors import ErrorCode, ServiceError
 
-__all__ = ["Limit", "LimitExceeded", "TokenLimits", "download_limit", "search_limit"]
+__all__ = [
+    "Limit",
+    "LimitExceeded",
+    "TokenLimits",
+    "download_limit",
+    "search_cost",
+    "search_limit",
+]
 
 
 @dataclass(frozen=True)
@@ -70,12 +82,12 @@ class TokenLimits:
         return self._overrides.get(token_name, self._default)
 
     @contextmanager
-    def admit(self, token_name: str) -> Iterator[None]:
-        """Spend a request from the bucket and hold a slot for the block, or raise
+    def admit(self, token_name: str, cost: float = 1.0) -> Iterator[None]:
+        """Spend `cost` from the bucket and hold a slot for the block, or raise
         LimitExceeded."""
         limit = self.limit_for(token_name)
         self._check_slot(token_name, limit)
-        self.take(token_name)
+        self.take(token_name, cost)
         with self.hold(token_name):
             yield
 
@@ -100,26 +112,29 @@ class TokenLimits:
                 _CONCURRENCY_RETRY_S,
             )
 
-    def take(self, token_name: str) -> None:
-        """Spend one request from `token_name`'s bucket, or raise LimitExceeded."""
+    def take(self, token_name: str, cost: float = 1.0) -> None:
+        """Spend `cost` requests from `token_name`'s bucket, or raise LimitExceeded.
+
+        A cost above the burst is charged as the burst (it must stay possible)."""
         limit = self.limit_for(token_name)
         if not limit.rate_per_s:
             return
+        cost = min(max(cost, 1.0), float(limit.burst))
         state = self._state(token_name, limit)
         now = self._clock()
         state.tokens = min(
             float(limit.burst), state.tokens + (now - state.refilled_at) * limit.rate_per_s
         )
         state.refilled_at = now
-        if state.tokens < 1.0:
-            wait = (1.0 - state.tokens) / limit.rate_per_s
+        if state.tokens < cost:
+            wait = (cost - state.tokens) / limit.rate_per_s
             raise LimitExceeded(
                 f"too many {self._what} requests for token {token_name!r} (limit "
                 f"{limit.rate_per_s:g} per second, bursts of {limit.burst}); "
                 f"retry in {wait:.1f} s",
                 wait,
             )
-        state.tokens -= 1.0
+        state.tokens -= cost
 
     def active(self, token_name: str) -> int:
         state = self._states.get(token_name)
@@ -153,3 +168,11 @@ def download_limit(config: ApiConfig) -> Limit:
         config.download_rate_per_token,
         config.download_burst_per_token,
     )
+
+
+ROWS_PER_SEARCH_REQUEST = 100
+
+
+def search_cost(limit: int) -> float:
+    """What a search asking for `limit` rows costs from the bucket (1 per 100 rows)."""
+    return max(1.0, limit / ROWS_PER_SEARCH_REQUEST)

@@ -107,7 +107,6 @@ MAX_JSON_BYTES = 1024 * 1024  # one call, or a check of 1,000 uuids
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # 10,000 calls with FreeSWITCH-sized raw documents
 DRAIN_LIMIT_BYTES = 1024 * 1024  # read a small unread body before answering, keep-alive
 PARSE_IN_THREAD_BYTES = 256 * 1024  # bigger JSON documents are decoded off the event loop
-ENCODE_IN_THREAD_RECORDS = 200  # bigger search pages are encoded off the event loop
 DEFAULT_BODY_IDLE_TIMEOUT_S = 60.0
 # A download may take as long as sending its bytes at this rate needs (plus a minute):
 # a reader stuck for longer holds a storage stream for nothing.
@@ -269,7 +268,6 @@ class _Routes:
         self._authenticator = authenticator
         self._metrics = metrics
         self._idle_s = body_idle_timeout_s
-        self._encoders = trio.CapacityLimiter(2)
         self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
 
     def register(self, app: QuartTrio) -> None:
@@ -335,20 +333,12 @@ class _Routes:
         # Built inside the service, after its role check: validation errors come second.
         page = await self._service.search(principal, lambda: search_query_from_params(params))
 
-        def encode() -> str:
-            payload = {
+        return _json(
+            {
                 "calls": [record_to_json(record) for record in page.records],
                 "next_page_token": page.next_page_token,
             }
-            return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-
-        if len(page.records) > ENCODE_IN_THREAD_RECORDS:
-            # A page of 1,000 calls takes tens of milliseconds to encode: off the event
-            # loop, other clients' requests are not queued behind it.
-            text = await trio.to_thread.run_sync(encode, limiter=self._encoders)
-        else:
-            text = encode()
-        return Response(text, 200, content_type="application/json")
+        )
 
     async def get_call(self, call_uuid: str) -> Response:
         principal = self._principal(Role.READER)
