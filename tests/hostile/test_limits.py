@@ -26,7 +26,7 @@ from cj.errors import ErrorCode
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import RpcError
 from cj_api.app import ApiEndpoints, serve
-from cj_api.limits import Limit, LimitExceeded, TokenLimits
+from cj_api.limits import Limit, LimitExceeded, TokenLimits, search_cost
 from tests.e2e.harness import eventually
 from tests.factories import BASE_TIME
 from tests.fixtures.api import ADMIN_TOKEN, READER_TOKEN, RunningApi, api_settings
@@ -160,3 +160,15 @@ def test_concurrency_is_held_for_the_block_and_overrides_apply() -> None:
     with limits.admit("a"):  # released
         assert limits.active("a") == 1
     assert limits.active("a") == 0
+
+
+def test_a_search_is_charged_by_the_rows_it_asks_for() -> None:
+    limits = TokenLimits("search", Limit(0, 1.0, 20), clock=lambda: 0.0)
+    assert search_cost(100) == 1.0 and search_cost(1) == 1.0 and search_cost(1000) == 10.0
+    limits.take("a", search_cost(1000))
+    limits.take("a", search_cost(1000))
+    with pytest.raises(LimitExceeded) as info:
+        limits.take("a", search_cost(1000))  # twenty spent: a big page waits 10 s
+    assert info.value.retry_after_s == pytest.approx(10.0)
+    huge = TokenLimits("search", Limit(0, 1.0, 5), clock=lambda: 0.0)
+    huge.take("a", 50.0)  # more than the burst is charged as the burst, never impossible
