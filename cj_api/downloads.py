@@ -54,7 +54,7 @@ from cj.storage import (
 from cj.storage.base import resolve_range
 from cj_api.audit_buffer import AuditAggregator
 from cj_api.download_watch import DownloadRegistry, Watch
-from cj_api.limits import LimitExceeded, TokenLimits
+from cj_api.limits import LimitExceeded, TokenLimits, slow_refusal
 from cj_api.metrics import ApiMetrics
 
 log = structlog.get_logger(__name__)
@@ -108,7 +108,9 @@ class Downloads:
         limits: TokenLimits,
         registry: DownloadRegistry | None = None,
         aggregator: AuditAggregator | None = None,
+        refusal_delay_s: float = 0.0,
     ) -> None:
+        self._refusal_delay_s = refusal_delay_s
         self._db = db
         self._read_db = read_db
         self._storages = storages
@@ -130,8 +132,9 @@ class Downloads:
             raise
         try:
             self._limits.take(principal.name)
-        except LimitExceeded:
+        except LimitExceeded as exc:
             await self._note(principal.name, address, "rate_limited", call_uuid)
+            await slow_refusal(exc, self._refusal_delay_s)
             raise
         try:
             return await self._locate(call_uuid)
@@ -192,8 +195,9 @@ class Downloads:
                     finally:
                         with trio.CancelScope(shield=True):
                             await opened.chunks.aclose()  # the sender may stop early
-        except LimitExceeded:
+        except LimitExceeded as exc:
             await self._note(principal.name, address, "concurrency_limited", info.call_uuid)
+            await slow_refusal(exc, self._refusal_delay_s)
             raise
 
     async def _open_first(

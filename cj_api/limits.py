@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import trio
+
 from cj.config import ApiConfig
 from cj.errors import ErrorCode, ServiceError
 
@@ -32,6 +34,7 @@ __all__ = [
     "download_limit",
     "search_cost",
     "search_limit",
+    "slow_refusal",
 ]
 
 
@@ -176,3 +179,15 @@ ROWS_PER_SEARCH_REQUEST = 100
 def search_cost(limit: int) -> float:
     """What a search asking for `limit` rows costs from the bucket (1 per 100 rows)."""
     return max(1.0, limit / ROWS_PER_SEARCH_REQUEST)
+
+
+async def slow_refusal(error: LimitExceeded, delay_s: float) -> None:
+    """Wait before answering `error`: `delay_s` at most, never past its retry-after.
+
+    A client that ignores Retry-After and asks again at once would otherwise keep the
+    server busy answering 429s, which slows every other client down as much as the
+    work the limit refused (measured: bench/flood.py). Waiting holds no slot.
+    """
+    wait = min(delay_s, error.retry_after_s or 0.0)
+    if wait > 0:
+        await trio.sleep(wait)

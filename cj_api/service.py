@@ -52,7 +52,14 @@ from cj.storage import (
 from cj_api.audit_buffer import AuditAggregator
 from cj_api.download_watch import DownloadRegistry
 from cj_api.downloads import DownloadInfo, Downloads, OpenedDownload
-from cj_api.limits import TokenLimits, download_limit, search_cost, search_limit
+from cj_api.limits import (
+    LimitExceeded,
+    TokenLimits,
+    download_limit,
+    search_cost,
+    search_limit,
+    slow_refusal,
+)
 from cj_api.metrics import ApiMetrics
 
 log = structlog.get_logger(__name__)
@@ -155,6 +162,7 @@ class CallJournalService:
             storages=storages,
             metrics=metrics,
             limits=TokenLimits("download", download_limit(config)),
+            refusal_delay_s=config.limit_refusal_delay_s,
             registry=registry,
             aggregator=aggregator,
         )
@@ -325,8 +333,12 @@ class CallJournalService:
             raise ServiceError.invalid(exc.field, exc.reason) from None
         except PageTokenError as exc:
             raise ServiceError.invalid("page_token", str(exc)) from None
-        with self._search_limits.admit(principal.name, search_cost(query.limit)):
-            return await self._run(functools.partial(search_calls, query=query), read=True)
+        try:
+            with self._search_limits.admit(principal.name, search_cost(query.limit)):
+                return await self._run(functools.partial(search_calls, query=query), read=True)
+        except LimitExceeded as exc:  # only admit() raises it
+            await slow_refusal(exc, self._config.limit_refusal_delay_s)
+            raise
 
     async def get_call(self, principal: Principal, call_uuid: uuid_module.UUID) -> CallRecord:
         require(principal, Role.READER)

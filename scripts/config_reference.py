@@ -53,6 +53,10 @@ MEANINGS: dict[str, str] = {
         "Downloads per second one token may start, on average (0: no limit)."
     ),
     "api.download_burst_per_token": "Downloads one token may start in a burst above that rate.",
+    "api.limit_refusal_delay_s": (
+        "A request over its token's limits is answered 429 after this long at most "
+        "(never more than its Retry-After), so that ignoring Retry-After does not pay."
+    ),
     "api.download_recheck_interval_s": (
         "While the database listener is down, how often downloads in progress are "
         "re-checked (a call turned private or purged stops them)."

@@ -205,6 +205,9 @@ class ApiConfig:
     download_concurrency_per_token: NonNegativeInt = 4
     download_rate_per_token: NonNegativeFloat = 5.0
     download_burst_per_token: PositiveInt = 20
+    # A refusal by those limits is answered after this long at most (never longer than
+    # its Retry-After): a client that ignores Retry-After cannot spin on cheap 429s.
+    limit_refusal_delay_s: NonNegativeFloat = 1.0
     # Downloads in progress are re-checked this often while the LISTEN connection that
     # stops them (call turned private, recording purged) is down.
     download_recheck_interval_s: PositiveFloat = 1.0

@@ -49,6 +49,7 @@ async def api(database_config: DatabaseConfig, tmp_path: Path) -> AsyncIterator[
         "download_rate_per_token": 0.001,
         "download_burst_per_token": DOWNLOAD_BURST,
         "audit_flush_interval_s": 0.05,
+        "limit_refusal_delay_s": 0.0,  # answered at once here; the delay is tested below
     }
     settings = replace(settings, api=replace(settings.api, **limits))
     shutdown = trio.Event()
