@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cj.config import DatabaseConfig
@@ -26,7 +27,7 @@ from cj.errors import ErrorCode
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import RpcError
 from cj_api.app import ApiEndpoints, serve
-from cj_api.limits import Limit, LimitExceeded, TokenLimits, search_cost
+from cj_api.limits import Limit, LimitExceeded, TokenLimits, search_cost, slow_refusal
 from tests.e2e.harness import eventually
 from tests.factories import BASE_TIME
 from tests.fixtures.api import ADMIN_TOKEN, READER_TOKEN, RunningApi, api_settings
@@ -173,3 +174,12 @@ def test_a_search_is_charged_by_the_rows_it_asks_for() -> None:
     assert info.value.retry_after_s == pytest.approx(10.0)
     huge = TokenLimits("search", Limit(0, 1.0, 5), clock=lambda: 0.0)
     huge.take("a", 50.0)  # more than the burst is charged as the burst, never impossible
+
+
+async def test_a_refusal_is_answered_after_its_delay_never_past_its_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    for retry_after, delay, waited in ((10.0, 1.0, 1.0), (0.25, 1.0, 0.25), (5.0, 0.0, 0.0)):
+        began = trio.current_time()
+        await slow_refusal(LimitExceeded("over", retry_after), delay)
+        assert trio.current_time() - began == pytest.approx(waited)
