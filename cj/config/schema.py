@@ -200,7 +200,7 @@ class ApiConfig:
     # Per-token limits (cj_api.limits): searches and downloads at once, and a token
     # bucket of requests (rate per second, burst); 0 switches that limit off.
     search_concurrency_per_token: NonNegativeInt = 2
-    search_rate_per_token: NonNegativeFloat = 20.0
+    search_rate_per_token: NonNegativeFloat = 10.0
     search_burst_per_token: PositiveInt = 40
     download_concurrency_per_token: NonNegativeInt = 4
     download_rate_per_token: NonNegativeFloat = 5.0
