@@ -43,7 +43,8 @@ MEANINGS: dict[str, str] = {
         "Searches one token may run at once; more are refused with 429 (0: no limit)."
     ),
     "api.search_rate_per_token": (
-        "Searches per second one token may start, on average (0: no limit)."
+        "Searches per second one token may start, on average; a search counts one per 100 "
+        "rows it asks for (`limit=1000`: ten) (0: no limit)."
     ),
     "api.search_burst_per_token": "Searches one token may start in a burst above that rate.",
     "api.download_concurrency_per_token": (
