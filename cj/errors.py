@@ -14,6 +14,7 @@ REST.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any
 
@@ -91,11 +92,28 @@ class ServiceError(Exception):
     is; `str(error)` is then `"field: message"`, which is also the gRPC status message.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         self.code = ErrorCode(code)
         self.message = message
         self.field = field
+        # When to try again (a limit, a transient state): REST `Retry-After` (and 429
+        # for RESOURCE_EXHAUSTED), gRPC trailer `retry-after`, in whole seconds.
+        self.retry_after_s = retry_after_s
         super().__init__(self.describe())
+
+    @property
+    def retry_after_header(self) -> str | None:
+        """`retry_after_s` as whole seconds (at least 1), or None."""
+        if self.retry_after_s is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after_s)))
 
     def describe(self) -> str:
         """The message as sent to clients: `"field: message"` or `"message"`."""
@@ -152,17 +170,19 @@ class ServiceError(Exception):
         return cls(ErrorCode.UNAUTHENTICATED, message)
 
     @classmethod
-    def resource_exhausted(cls, message: str, *, field: str | None = None) -> ServiceError:
-        return cls(ErrorCode.RESOURCE_EXHAUSTED, message, field=field)
+    def resource_exhausted(
+        cls, message: str, *, field: str | None = None, retry_after_s: float | None = None
+    ) -> ServiceError:
+        return cls(ErrorCode.RESOURCE_EXHAUSTED, message, field=field, retry_after_s=retry_after_s)
 
     @classmethod
     def out_of_range(cls, field: str, message: str) -> ServiceError:
         return cls(ErrorCode.OUT_OF_RANGE, message, field=field)
 
     @classmethod
-    def unavailable(cls, message: str) -> ServiceError:
+    def unavailable(cls, message: str, *, retry_after_s: float | None = None) -> ServiceError:
         """A transient failure (database, storage, queue down): the client should retry."""
-        return cls(ErrorCode.UNAVAILABLE, message)
+        return cls(ErrorCode.UNAVAILABLE, message, retry_after_s=retry_after_s)
 
     @classmethod
     def data_loss(cls, message: str) -> ServiceError:

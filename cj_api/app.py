@@ -6,6 +6,8 @@ import functools
 import os
 import socket
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
@@ -14,11 +16,13 @@ import trio
 from cj.auth import Authenticator
 from cj.bodyrate import BodyLimits
 from cj.config import ApiConfig, ApiSettings, ConfigError
-from cj.db import open_database
+from cj.db import Database, open_database
 from cj.logs import register_settings_secrets
 from cj.queue import open_publisher
-from cj.rpc import GrpcLimits, make_server_ssl_context, serve_grpc
+from cj.rpc import AuthRefusal, GrpcLimits, make_server_ssl_context, serve_grpc
 from cj.storage import FilesystemStorage, StorageError, Storages, open_storages
+from cj_api.audit_buffer import AuditAggregator
+from cj_api.download_watch import DownloadRegistry, DownloadWatcher
 from cj_api.grpc_service import CallJournalGrpc
 from cj_api.links import LinkSigner
 from cj_api.metrics import ApiMetrics
@@ -86,6 +90,7 @@ async def serve(
         open_read_database(settings.database) as reads,
         open_storages(settings.storage) as storages,
         open_publisher(settings.queue, db, client_id=client_id) as publisher,
+        open_download_watch(settings, db) as (registry, aggregator),
     ):
         metrics = ApiMetrics()
         read_db = reads.bind(db, metrics.replica_fallback_reads)
@@ -96,6 +101,8 @@ async def serve(
             publisher=publisher,
             config=config,
             metrics=metrics,
+            registry=registry,
+            aggregator=aggregator,
         )
         authenticator = Authenticator(settings.auth)
         rest_app = create_rest_app(
@@ -126,6 +133,7 @@ async def serve(
                     limits=grpc_limits(config),
                     grace_period_s=config.grace_period_s,
                     shutdown_trigger=stop.wait,
+                    on_auth_refused=functools.partial(_audit_grpc_refusal, service),
                 )
             )
             rest_port: int = await nursery.start(
@@ -193,6 +201,36 @@ def grpc_limits(config: ApiConfig) -> GrpcLimits:
         stream_deadline_s=config.stream_deadline_s,
         body=body_limits(config),
     )
+
+
+@asynccontextmanager
+async def open_download_watch(
+    settings: ApiSettings, db: Database
+) -> AsyncIterator[tuple[DownloadRegistry, AuditAggregator]]:
+    """The downloads' watcher and the refused-attempt counts, for the block (which the
+    servers run in: they are cancelled after both drained; the counts flush then)."""
+    config = settings.api
+    registry = DownloadRegistry()
+    aggregator = AuditAggregator(db, flush_interval_s=config.audit_flush_interval_s)
+    watcher = DownloadWatcher(
+        registry,
+        db,
+        recheck_interval_s=config.download_recheck_interval_s,
+        connect_timeout_s=settings.database.connect_timeout_s,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        nursery.start_soon(aggregator.run)
+        yield registry, aggregator
+        nursery.cancel_scope.cancel()
+
+
+async def _audit_grpc_refusal(service: CallJournalService, refusal: AuthRefusal) -> None:
+    """gRPC refuses a call's credentials before its handler runs: audit downloads'."""
+    if refusal.method.endswith("/DownloadRecording"):
+        await service.downloads.note_refused_authentication(
+            refusal.principal, refusal.credentials_sent, refusal.error, refusal.peer_address
+        )
 
 
 def _ssl_context(settings: ApiSettings) -> ssl.SSLContext | None:

@@ -47,13 +47,14 @@ from quart.wrappers.response import ResponseBody
 from cj.auth import Principal
 from cj.db.calls import CallRecord, SearchQuery
 from cj.errors import ErrorCode, ServiceError
+from cj_api.downloads import DownloadInfo
 from cj_api.rest_codec import (
     SEARCH_PARAMETERS,
     RestError,
     format_timestamp,
     search_query_from_params,
 )
-from cj_api.service import CallJournalService, DownloadInfo
+from cj_api.service import CallJournalService
 
 __all__ = [
     "EXPORT_PAGE_SIZE",
@@ -344,13 +345,20 @@ class CallsExport(ResponseBody):
     ) -> AsyncGenerator[bytes, None]:
         info = entry.info
         assert info is not None
-        member = _zip_info(entry.file, entry.record.call.started_at)
-        member.file_size = info.size  # decides ZIP64 for this member up front
         sent = 0
-        async with self._service.open_download(info) as stream:
+        # The whole recording: should the encoder hand the WAV over to the MP3 meanwhile,
+        # the fresh form is sent, and the entry (manifest, member name) follows it.
+        async with self._service.open_download(self._principal, info, 0, None) as opened:
+            if opened.info.etag != info.etag:
+                info = entry.info = opened.info
+                suffix = "mp3" if info.content_type == "audio/mpeg" else "wav"
+                entry.file = member_name(entry.record, suffix)
+                entry.size, entry.sha256 = info.size, info.sha256
+            member = _zip_info(entry.file, entry.record.call.started_at)
+            member.file_size = info.size  # decides ZIP64 for this member up front
             with archive.open(member, "w") as out:
                 yield sink.take()
-                async for chunk in stream:
+                async for chunk in opened.chunks:
                     out.write(chunk)
                     sent += len(chunk)
                     yield sink.take()

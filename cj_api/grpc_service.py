@@ -32,7 +32,7 @@ from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj.proto import calljournal_grpc
 from cj.proto import calljournal_pb2 as pb
-from cj.rpc import current_principal, requires
+from cj.rpc import current_peer_address, current_principal, requires
 from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
 from cj_api.metrics import ApiMetrics
 from cj_api.service import CallJournalService, InvalidCall, UploadHeader
@@ -298,8 +298,13 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
             call_uuid = parse_uuid(input_message.call_uuid, "call_uuid")
             if input_message.offset < 0:
                 raise ServiceError.invalid("offset", "must not be negative")
-            info = await self._service.prepare_download(current_principal(), call_uuid)
-            async with self._service.open_download(info, input_message.offset) as stream:
+            principal = current_principal()
+            address = current_peer_address()
+            info = await self._service.prepare_download(principal, call_uuid, address)
+            async with self._service.open_download(
+                principal, info, input_message.offset, None, address
+            ) as opened:
+                info = opened.info  # a whole download follows the WAV to its new MP3
                 yield pb.DownloadRecordingResponse(
                     header=pb.DownloadHeader(
                         content_type=info.content_type,
@@ -310,7 +315,7 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
                         offset=input_message.offset,
                     )
                 )
-                async for chunk in stream:
+                async for chunk in opened.chunks:
                     for start in range(0, len(chunk), DOWNLOAD_CHUNK):
                         yield pb.DownloadRecordingResponse(
                             chunk=chunk[start : start + DOWNLOAD_CHUNK]

@@ -322,9 +322,11 @@ _ERROR_DESCRIPTIONS = {
     "413": "The body or the batch is over its limit (RESOURCE_EXHAUSTED)",
     "415": "Unsupported Content-Type (INVALID_ARGUMENT)",
     "416": "The range is outside the recording (OUT_OF_RANGE); Content-Range: bytes */size",
-    "429": "Too many exports at once (RESOURCE_EXHAUSTED): retry after Retry-After seconds",
+    "429": "Over a limit (RESOURCE_EXHAUSTED): the token's requests at once or per second, "
+    "or exports at once; retry after Retry-After seconds",
     "500": "Server fault (INTERNAL or DATA_LOSS); details are in the server log",
-    "503": "A dependency is down (UNAVAILABLE): retry with backoff",
+    "503": "A dependency is down, or the recording is being moved (UNAVAILABLE): retry "
+    "with backoff (after Retry-After seconds when it is sent)",
 }
 
 
@@ -341,8 +343,10 @@ def _error_response(status: str) -> Schema:
         response["headers"] = {"Allow": {"schema": {"type": "string"}}}
     if status == "416":
         response["headers"] = {"Content-Range": {"schema": {"type": "string"}}}
-    if status == "429":
-        response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    if status in ("429", "503"):
+        response["headers"] = {
+            "Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}
+        }
     return response
 
 
@@ -447,6 +451,7 @@ def _paths() -> dict[str, Schema]:
         "400",
         "410",
         "416",
+        "429",
     )
     search_filters = [
         _query(
@@ -512,6 +517,7 @@ def _paths() -> dict[str, Schema]:
                     {"200": _json_response("One page of calls", "SearchResponse")},
                     *_AUTH_ERRORS,
                     "400",
+                    "429",
                 ),
             },
         },
@@ -643,6 +649,7 @@ def _paths() -> dict[str, Schema]:
                 "responses": _responses(
                     {"200": _json_response("The holds", "HoldList")},
                     *_AUTH_ERRORS,
+                    "400",
                 ),
             }
         },

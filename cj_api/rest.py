@@ -45,7 +45,12 @@ Decisions worth knowing as a client:
 - A Range header asking for several ranges, another unit, or malformed, is ignored: the
   whole file is sent with 200 (RFC 9110 allows it; no multipart answers). An
   unsatisfiable single range is 416 with `Content-Range: bytes */size`.
-- HEAD of a recording is audited like a download (it reveals the same metadata).
+- HEAD of a recording is audited like a download (it reveals the same metadata); so
+  is every refused download, bad credentials included (see `cj_api.downloads`).
+- A download stops when its call turns private or its recording is purged: the body
+  ends short of its Content-Length (HTTP/2: the stream is reset).
+- Over a token's limits (`cj_api.limits`) searches and downloads are answered 429 with
+  `Retry-After`; a recording being moved by the encoder, 503 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import json
 import math
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +81,7 @@ from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
 from cj_api.console import register_console
+from cj_api.downloads import DownloadInfo
 from cj_api.export import CallsExport, export_query_from_params
 from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
 from cj_api.holds import hold_change_to_json, hold_request_from_json, hold_to_json
@@ -108,7 +115,7 @@ from cj_api.rest_streaming import (
     StreamBody,
     StreamingRequest,
 )
-from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, DownloadInfo, InvalidCall
+from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, InvalidCall
 
 __all__ = [
     "API_PREFIX",
@@ -399,6 +406,7 @@ class _Routes:
 
     async def list_holds(self) -> Response:
         principal = self._principal(Role.ADMIN)
+        _only_parameters("limit")
         text = request.args.get("limit", str(DEFAULT_HOLDS))
         if not re.fullmatch(r"[0-9]{1,6}", text.strip()):
             raise ServiceError.invalid("limit", "must be an integer")
@@ -419,6 +427,7 @@ class _Routes:
         params = request.args.to_dict(flat=False)
         # Built inside the service, after its role check: validation errors come second.
         page = await self._service.search(principal, lambda: search_query_from_params(params))
+
         return _json(
             {
                 "calls": [record_to_json(record) for record in page.records],
@@ -432,23 +441,38 @@ class _Routes:
         return _json(record_to_json(record, include_raw=True))
 
     async def download_recording(self, call_uuid: str) -> Response:
-        principal = self._reader(lambda: recording_resource(parse_uuid(call_uuid, "call_uuid")))
+        _only_parameters(LINK_PARAMETER)
+        address = _client_address()
+        principal = await self._download_principal(address, call_uuid)
         target = parse_uuid(call_uuid, "call_uuid")
-        info = await self._service.prepare_download(principal, target)
-        headers = _download_headers(info)
+        info = await self._service.prepare_download(principal, target, address)
+        downloads = self._service.downloads
         if etag_matches(request.headers.get("If-None-Match"), info.etag):
-            return Response(b"", 304, headers)
-        chosen = select_range(
-            request.headers.get("Range"), request.headers.get("If-Range"), info.etag, info.size
-        )
+            await downloads.audit_without_body(principal, info, address, "not_modified")
+            return Response(b"", 304, _download_headers(info))
+        try:
+            chosen = select_range(
+                request.headers.get("Range"), request.headers.get("If-Range"), info.etag, info.size
+            )
+        except ServiceError as exc:
+            await downloads.audit_refusal(principal, info.call_uuid, exc, address)
+            raise
         start, end = (0, info.size) if chosen is None else (chosen.start, chosen.end)
+        if request.method == "HEAD":
+            await downloads.audit_without_body(principal, info, address, "HEAD")
+            body: ResponseBody = DataBody(b"")
+        else:
+            # Opened before the answer is chosen: its first bytes are there, and `info` is
+            # what is really sent (a whole download follows the WAV to its new MP3).
+            stream = await StreamBody.open(
+                self._service, principal, info, start, None if chosen is None else end, address
+            )
+            info, start, end = stream.opened.info, stream.opened.start, stream.opened.end
+            body = stream
+        headers = _download_headers(info)
         if chosen is not None:
             headers["Content-Range"] = chosen.content_range
         status = 200 if chosen is None else 206
-        if request.method == "HEAD":
-            body: ResponseBody = DataBody(b"")
-        else:
-            body = await StreamBody.open(self._service, info, start, end)
         response = Response(body, status, headers, content_type=info.content_type)
         response.headers["Content-Length"] = str(end - start)
         response.timeout = 60.0 + (end - start) / MIN_SEND_BYTES_PER_S
@@ -505,6 +529,32 @@ class _Routes:
         require(principal, Role.READER)
         return principal
 
+    async def _download_principal(self, address: str, call_uuid: str) -> Principal:
+        """The reader downloading (by its header, or by a signed link), or the refusal,
+        audited (aggregated) either way."""
+        authorization = request.headers.get("Authorization")
+        access = request.args.get(LINK_PARAMETER)
+        try:
+            if access is None:
+                principal = self._authenticator.authenticate(authorization)
+            else:
+                resource = recording_resource(parse_uuid(call_uuid, "call_uuid"))
+                principal = self._authenticator.principal_named(self.links.verify(access, resource))
+        except ServiceError as exc:
+            sent = authorization is not None or access is not None
+            await self._service.downloads.note_refused_authentication(
+                None, sent, exc, address, _uuid_or_none(call_uuid)
+            )
+            raise
+        try:
+            require(principal, Role.READER)
+        except ServiceError as exc:
+            await self._service.downloads.note_refused_authentication(
+                principal, True, exc, address, _uuid_or_none(call_uuid)
+            )
+            raise
+        return principal
+
     # --- operations -----------------------------------------------------------------
 
     async def healthz(self) -> Response:
@@ -550,6 +600,16 @@ class _Routes:
         return parse_json(bytes(data))
 
 
+def _only_parameters(*known: str) -> None:
+    """400 naming the first query parameter the route does not know."""
+    unknown = sorted(set(request.args) - set(known))
+    if unknown:
+        allowed = ", ".join(known) or "none"
+        raise ServiceError.invalid(
+            unknown[0][:64] or "query", f"unknown query parameter (known: {allowed})"
+        )
+
+
 def _too_large(limit: int) -> ServiceError:
     return ServiceError.resource_exhausted(
         f"the request body is over the limit of {limit} bytes for this operation",
@@ -576,6 +636,18 @@ def _name_upload_header(error: ServiceError) -> ServiceError:
     renamed = ServiceError(error.code, error.message, field=names[error.field])
     renamed.__cause__ = error.__cause__
     return renamed
+
+
+def _client_address() -> str:
+    """The client's IP address (no port: one client's connections count together)."""
+    return str(request.remote_addr or "")
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def _download_headers(info: DownloadInfo) -> dict[str, str]:
@@ -606,6 +678,11 @@ def _error(error: ServiceError, status: int, headers: dict[str, str] | None = No
 async def _on_service_error(error: ServiceError) -> Response:
     status = error.http_status if isinstance(error, RestError) else error.code.http_status
     headers = dict(error.headers) if isinstance(error, RestError) else {}
+    retry_after = error.retry_after_header
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+        if error.code is ErrorCode.RESOURCE_EXHAUSTED:
+            status = 429  # a limit of the caller's, not a request too large (413)
     if error.code is ErrorCode.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = _AUTH_CHALLENGE
     if status >= 500:

@@ -25,9 +25,11 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.exceptions import RequestTimeout
 
+from cj.auth import Principal
 from cj.bodyrate import BodyClock, BodyLimits
 from cj.errors import ServiceError
-from cj_api.service import CallJournalService, DownloadInfo
+from cj_api.downloads import DownloadInfo, OpenedDownload
+from cj_api.service import CallJournalService
 
 log = structlog.get_logger(__name__)
 
@@ -165,26 +167,35 @@ class IdleTimeoutChunks:
 
 
 class StreamBody(ResponseBody):
-    """A download's bytes: the storage stream is opened before the answer is chosen (so
-    a missing object is still a clean error), and closed when sending ends."""
+    """A download's bytes: the storage stream is opened (and its first bytes read)
+    before the answer is chosen, so a missing object is still a clean error, and closed
+    when sending ends."""
 
-    def __init__(self, stream: AsyncIterator[bytes], stack: AsyncExitStack, call_uuid: str):
-        self._stream = stream
+    def __init__(self, opened: OpenedDownload, stack: AsyncExitStack):
+        self.opened = opened
         self._stack = stack
-        self._call_uuid = call_uuid
+        self._call_uuid = str(opened.info.call_uuid)
 
     @classmethod
     async def open(
-        cls, service: CallJournalService, info: DownloadInfo, start: int, end: int
+        cls,
+        service: CallJournalService,
+        principal: Principal,
+        info: DownloadInfo,
+        start: int,
+        end: int | None,
+        address: str,
     ) -> StreamBody:
         stack = AsyncExitStack()
         try:
-            stream = await stack.enter_async_context(service.open_download(info, start, end))
+            opened = await stack.enter_async_context(
+                service.open_download(principal, info, start, end, address)
+            )
         except BaseException:
             with trio.CancelScope(shield=True):
                 await stack.aclose()
             raise
-        return cls(stream, stack, str(info.call_uuid))
+        return cls(opened, stack)
 
     async def __aenter__(self) -> StreamBody:
         return self
@@ -202,4 +213,4 @@ class StreamBody(ResponseBody):
             await self._stack.aclose()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._stream
+        return self.opened.chunks

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import re
 import uuid as uuid_module
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -23,7 +23,7 @@ import trio
 from cj.auth import Principal, require
 from cj.config import ApiConfig, Role
 from cj.db import Connection, Database, DatabaseUnavailable
-from cj.db.audit import MAX_REASON, audit
+from cj.db.audit import MAX_REASON
 from cj.db.calls import (
     CallRecord,
     CallState,
@@ -42,20 +42,28 @@ from cj.db.paging import PageTokenError
 from cj.db.privacy import PrivacyChange, set_call_privacy
 from cj.db.recordings import Created, CreateOutcome, create_recording
 from cj.errors import ErrorCode, ServiceError
-from cj.model import Call, Recording, RecordingStatus
+from cj.model import Call, RecordingStatus
 from cj.queue.base import EncodeJob, JobPublisher, QueueError
 from cj.storage import (
     ChecksumMismatch,
-    InvalidRange,
-    ObjectNotFound,
     Storage,
     StorageError,
     StorageFull,
     Storages,
     StorageUnavailable,
 )
-from cj.storage.base import resolve_range
+from cj_api.audit_buffer import AuditAggregator
+from cj_api.download_watch import DownloadRegistry
+from cj_api.downloads import DownloadInfo, Downloads, OpenedDownload
 from cj_api.holds import LegalHolds
+from cj_api.limits import (
+    LimitExceeded,
+    TokenLimits,
+    download_limit,
+    search_cost,
+    search_limit,
+    slow_refusal,
+)
 from cj_api.metrics import ApiMetrics
 
 log = structlog.get_logger(__name__)
@@ -112,24 +120,6 @@ class AddCallsResult:
 
 
 @dataclass(frozen=True)
-class DownloadInfo:
-    """What a download sends: the current form of a call's recording."""
-
-    call_uuid: uuid_module.UUID
-    content_type: str
-    size: int
-    sha256: str | None
-    duration_ms: int | None
-    file_name: str
-    storage: Storage
-    key: str
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.sha256}"' if self.sha256 else f'"{self.key}:{self.size}"'
-
-
-@dataclass(frozen=True)
 class InvalidCall:
     """An AddCalls item that could not even be turned into a Call."""
 
@@ -157,6 +147,8 @@ class CallJournalService:
         publisher: JobPublisher,
         config: ApiConfig,
         metrics: ApiMetrics,
+        registry: DownloadRegistry | None = None,
+        aggregator: AuditAggregator | None = None,
     ) -> None:
         self._db = db
         # Reads have their own pool: searches must not wait behind a burst of commits.
@@ -169,6 +161,18 @@ class CallJournalService:
         self._publisher = publisher
         self._config = config
         self._metrics = metrics
+        self._search_limits = TokenLimits("search", search_limit(config))
+        self.downloads = Downloads(
+            db=db,
+            # The primary: a replica behind a call made private would still say public.
+            read_db=db,
+            storages=storages,
+            metrics=metrics,
+            limits=TokenLimits("download", download_limit(config)),
+            refusal_delay_s=config.limit_refusal_delay_s,
+            registry=registry,
+            aggregator=aggregator,
+        )
 
     # --- ingest ------------------------------------------------------------------------
 
@@ -263,6 +267,8 @@ class CallJournalService:
             raise ServiceError.invalid("reason", "is required: say why the privacy changes")
         if len(reason) > MAX_REASON:
             raise ServiceError.invalid("reason", f"must be at most {MAX_REASON} characters")
+        if "\x00" in reason:
+            raise ServiceError.invalid("reason", "contains a NUL character")
         change = await self._run(
             functools.partial(
                 set_call_privacy,
@@ -403,7 +409,12 @@ class CallJournalService:
             raise ServiceError.invalid(exc.field, exc.reason) from None
         except PageTokenError as exc:
             raise ServiceError.invalid("page_token", str(exc)) from None
-        return await self._run(functools.partial(search_calls, query=query), read=True)
+        try:
+            with self._search_limits.admit(principal.name, search_cost(query.limit)):
+                return await self._run(functools.partial(search_calls, query=query), read=True)
+        except LimitExceeded as exc:  # only admit() raises it
+            await slow_refusal(exc, self._config.limit_refusal_delay_s)
+            raise
 
     async def get_call(self, principal: Principal, call_uuid: uuid_module.UUID) -> CallRecord:
         require(principal, Role.READER)
@@ -413,127 +424,27 @@ class CallJournalService:
         return record
 
     async def prepare_download(
-        self, principal: Principal, call_uuid: uuid_module.UUID, *, action: str = "download"
-    ) -> DownloadInfo:
-        """Decide what a download of `call_uuid` sends, or refuse it; always audited
-        (`action` names it in the audit log: "download", or "export" for a ZIP)."""
-        require(principal, Role.READER)
-        try:
-            info = await self._locate(call_uuid)
-        except ServiceError as exc:
-            detail = exc.message
-            await self._audit_download(principal, call_uuid, exc.code.value.lower(), detail, action)
-            raise
-        await self._audit_download(principal, call_uuid, "allowed", info.content_type, action)
-        return info
-
-    async def _locate(self, call_uuid: uuid_module.UUID) -> DownloadInfo:
-        for _ in range(3):  # the encoder may move the file between our reads
-            # On the primary, never a replica: a replica behind a call made private
-            # would still say public.
-            record = await self._run(functools.partial(get_call, call_uuid=call_uuid))
-            if record is None:
-                raise ServiceError.not_found(f"no call {call_uuid}")
-            recording = record.recording
-            if recording is None:
-                raise ServiceError.not_found(f"call {call_uuid} has no recording")
-            if record.call.private:
-                raise ServiceError.permission_denied(
-                    f"the recording of call {call_uuid} is private and cannot be downloaded"
-                )
-            if recording.status is RecordingStatus.PURGED:
-                raise ServiceError.gone(f"the recording of call {call_uuid} was purged")
-            info = self._download_info(recording)
-            if info is None:
-                continue
-            try:
-                stat = await info.storage.stat(info.key)
-            except ObjectNotFound:
-                continue
-            except StorageError as exc:
-                raise _storage_error(exc) from exc
-            if stat.size != info.size:
-                log.error("recording_size_mismatch", call_uuid=str(call_uuid), key=info.key)
-                raise ServiceError.data_loss(
-                    f"the stored recording of call {call_uuid} does not have its recorded size"
-                )
-            return info
-        raise ServiceError.unavailable(
-            f"the recording of call {call_uuid} is being moved; retry in a moment"
-        )
-
-    def _download_info(self, recording: Recording) -> DownloadInfo | None:
-        if recording.status is RecordingStatus.STORED:
-            if recording.storage is None or recording.key is None or recording.size is None:
-                return None
-            storage_name, key, size = recording.storage, recording.key, recording.size
-            content_type, sha256, suffix = "audio/mpeg", recording.sha256, "mp3"
-        else:
-            if recording.original_storage is None or recording.original_key is None:
-                return None
-            storage_name, key = recording.original_storage, recording.original_key
-            size, sha256 = recording.original_size, recording.original_sha256
-            content_type, suffix = "audio/wav", "wav"
-        try:
-            storage = self._storages.get(storage_name)
-        except StorageError:
-            log.error("recording_in_unknown_storage", storage=storage_name)
-            raise ServiceError.unavailable(
-                f"the recording is in storage {storage_name!r}, which is not configured"
-            ) from None
-        return DownloadInfo(
-            call_uuid=recording.call_uuid,
-            content_type=content_type,
-            size=size,
-            sha256=sha256,
-            duration_ms=recording.duration_ms,
-            file_name=f"{recording.call_uuid}.{suffix}",
-            storage=storage,
-            key=key,
-        )
-
-    @asynccontextmanager
-    async def open_download(
-        self, info: DownloadInfo, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Stream bytes `[start, end)` of the prepared download."""
-        try:
-            resolve_range(start, end, info.size)
-        except InvalidRange as exc:
-            raise ServiceError.out_of_range("offset", str(exc)) from None
-        try:
-            async with info.storage.open_read(info.key, start, end) as stream:
-                yield self._counting(stream)
-        except StorageError as exc:
-            raise _storage_error(exc) from exc
-
-    async def _counting(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in stream:
-            self._metrics.downloaded_bytes.inc(len(chunk))
-            yield chunk
-
-    async def _audit_download(
         self,
         principal: Principal,
         call_uuid: uuid_module.UUID,
-        result: str,
-        detail: str,
+        address: str = "",
+        *,
         action: str = "download",
-    ) -> None:
-        try:
-            await self._db.run(
-                functools.partial(
-                    audit,
-                    actor=principal.name,
-                    action=action,
-                    call_uuid=call_uuid,
-                    result=result,
-                    detail={"detail": detail},
-                )
-            )
-        except DatabaseUnavailable as exc:
-            # No audit, no download: the rule must hold even when the database is down.
-            raise ServiceError.unavailable("database unavailable; retry later") from exc
+    ) -> DownloadInfo:
+        """Decide what a download of `call_uuid` sends, or refuse it (see cj_api.downloads);
+        `action` names it in the audit log: "download", or "export" for a ZIP."""
+        return await self.downloads.prepare(principal, call_uuid, address, action)
+
+    def open_download(
+        self,
+        principal: Principal,
+        info: DownloadInfo,
+        start: int = 0,
+        end: int | None = None,
+        address: str = "",
+    ) -> AbstractAsyncContextManager[OpenedDownload]:
+        """Open bytes `[start, end)` of the prepared download; audited once they flow."""
+        return self.downloads.open(principal, info, start, end, address)
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -71,6 +71,33 @@ MEANINGS: dict[str, str] = {
         "HMAC key of signed download links; unset: random per process (set one shared "
         "secret when several cj-api processes serve the same clients)."
     ),
+    "api.search_concurrency_per_token": (
+        "Searches one token may run at once; more are refused with 429 (0: no limit)."
+    ),
+    "api.search_rate_per_token": (
+        "Searches per second one token may start, on average; a search counts one per 100 "
+        "rows it asks for (`limit=1000`: ten) (0: no limit)."
+    ),
+    "api.search_burst_per_token": "Searches one token may start in a burst above that rate.",
+    "api.download_concurrency_per_token": (
+        "Downloads one token may stream at once; more are refused with 429 (0: no limit)."
+    ),
+    "api.download_rate_per_token": (
+        "Downloads per second one token may start, on average (0: no limit)."
+    ),
+    "api.download_burst_per_token": "Downloads one token may start in a burst above that rate.",
+    "api.limit_refusal_delay_s": (
+        "A request over its token's limits is answered 429 after this long at most "
+        "(never more than its Retry-After), so that ignoring Retry-After does not pay."
+    ),
+    "api.download_recheck_interval_s": (
+        "While the database listener is down, how often downloads in progress are "
+        "re-checked (a call turned private or purged stops them)."
+    ),
+    "api.audit_flush_interval_s": (
+        "How often the counts of refused download attempts (bad token, limits) are "
+        "written to the audit log."
+    ),
     # encoder
     "encoder.concurrency": "Recordings encoded at once by one process (0: one per CPU).",
     "encoder.bitrate_kbps": "MP3 bitrate (CBR, stereo), 8–320.",

@@ -291,6 +291,22 @@ class ApiConfig:
     # random one per process; set it when several cj-api processes serve one console).
     link_ttl_s: PositiveFloat = 300.0
     link_secret: SecretStr | None = None
+    # Per-token limits (cj_api.limits): searches and downloads at once, and a token
+    # bucket of requests (rate per second, burst); 0 switches that limit off.
+    search_concurrency_per_token: NonNegativeInt = 2
+    search_rate_per_token: NonNegativeFloat = 10.0
+    search_burst_per_token: PositiveInt = 40
+    download_concurrency_per_token: NonNegativeInt = 4
+    download_rate_per_token: NonNegativeFloat = 5.0
+    download_burst_per_token: PositiveInt = 20
+    # A refusal by those limits is answered after this long at most (never longer than
+    # its Retry-After): a client that ignores Retry-After cannot spin on cheap 429s.
+    limit_refusal_delay_s: NonNegativeFloat = 1.0
+    # Downloads in progress are re-checked this often while the LISTEN connection that
+    # stops them (call turned private, recording purged) is down.
+    download_recheck_interval_s: PositiveFloat = 1.0
+    # Refused download attempts (bad token, limits) are counted and written this often.
+    audit_flush_interval_s: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

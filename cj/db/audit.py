@@ -24,11 +24,12 @@ def audit(
     call_uuid: uuid_module.UUID | None,
     result: str,
     detail: dict[str, Any] | None = None,
+    address: str = "",
 ) -> None:
     conn.execute(
-        """INSERT INTO audit_log (actor, action, call_uuid, result, detail)
-           VALUES (%s, %s, %s, %s, %s)""",
-        (actor, action, call_uuid, result, Jsonb(detail or {})),
+        """INSERT INTO audit_log (actor, action, call_uuid, result, detail, address)
+           VALUES (%s, %s, %s, %s, %s, %s)""",
+        (actor, action, call_uuid, result, Jsonb(detail or {}), address),
     )
 
 
@@ -49,6 +50,49 @@ def set_audit_context(conn: Connection, *, actor: str, reason: str) -> None:
 
 
 @dataclass(frozen=True)
+class AggregateKey:
+    """What one aggregated audit row counts: attempts of `actor` from `address` with
+    `result`, in the minute starting at `minute`."""
+
+    action: str
+    actor: str
+    address: str
+    result: str
+    minute: datetime
+
+
+@dataclass
+class AggregateCount:
+    count: int
+    last_at: datetime
+    detail: dict[str, Any]
+
+
+def audit_aggregated(conn: Connection, counts: dict[AggregateKey, AggregateCount]) -> None:
+    """Add `counts` to their minute's rows (one row per key, however many attempts)."""
+    for key, value in counts.items():
+        conn.execute(
+            """INSERT INTO audit_log
+                   (at, actor, action, result, detail, address, count, minute)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (action, actor, address, result, minute) WHERE minute IS NOT NULL
+               DO UPDATE SET count = audit_log.count + EXCLUDED.count,
+                             at = greatest(audit_log.at, EXCLUDED.at),
+                             detail = EXCLUDED.detail""",
+            (
+                value.last_at,
+                key.actor,
+                key.action,
+                key.result,
+                Jsonb(value.detail),
+                key.address,
+                value.count,
+                key.minute,
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     at: datetime
     actor: str
@@ -56,6 +100,8 @@ class AuditEntry:
     call_uuid: uuid_module.UUID | None
     result: str
     detail: dict[str, Any]
+    address: str = ""
+    count: int = 1
 
 
 def audit_entries(
@@ -63,13 +109,13 @@ def audit_entries(
 ) -> list[AuditEntry]:
     if call_uuid is None:
         rows = conn.execute(
-            "SELECT at, actor, action, call_uuid, result, detail FROM audit_log "
+            "SELECT at, actor, action, call_uuid, result, detail, address, count FROM audit_log "
             "ORDER BY id DESC LIMIT %s",
             (limit,),
         ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT at, actor, action, call_uuid, result, detail FROM audit_log "
+            "SELECT at, actor, action, call_uuid, result, detail, address, count FROM audit_log "
             "WHERE call_uuid = %s ORDER BY id DESC LIMIT %s",
             (call_uuid, limit),
         ).fetchall()

@@ -113,6 +113,8 @@ _LOGIN = re.compile(r"[A-Za-z0-9._@+\-]{1,64}")
 def phone_keys(phone: str, *, exact: bool = False) -> tuple[str | None, str]:
     """What a phone query matches: (the digit key of the numbers, or None when the query
     holds no digit; the extension, compared case-insensitively). SearchError if neither."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in phone):
+        raise SearchError("phone", "contains a control character (NUL, tab, newline …)")
     extension = phone.strip().lower()
     try:
         digits: str | None = search_key(phone, exact=exact)

@@ -38,6 +38,8 @@ def _check_reason(reason: str) -> str:
     reason = reason.strip()
     if not reason:
         raise HoldError("reason", "is required: say why (a case number, a request)")
+    if "\x00" in reason:
+        raise HoldError("reason", "contains a NUL character")
     if len(reason) > MAX_REASON:
         raise HoldError("reason", f"longer than {MAX_REASON} characters")
     return reason

@@ -52,12 +52,23 @@ def decode_token(token: str, fingerprint: str) -> Cursor:
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("v") != TOKEN_VERSION:
             raise ValueError("unknown token version")
-        micros = data["t"]
+        micros, last_uuid, query = data["t"], data["u"], data["q"]
+        # Every field is checked for its type: a decoded token is attacker-controlled
+        # JSON, and a list or object where a string belongs must not reach uuid.UUID.
         if not isinstance(micros, int) or isinstance(micros, bool):
             raise ValueError("bad time")
-        cursor = Cursor(_from_micros(micros), uuid.UUID(data["u"]))
-        query = data["q"]
-    except (ValueError, KeyError, TypeError, OverflowError, UnicodeDecodeError):
+        if not isinstance(last_uuid, str) or not isinstance(query, str):
+            raise ValueError("bad cursor")
+        cursor = Cursor(_from_micros(micros), uuid.UUID(last_uuid))
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):
         raise PageTokenError("page_token is malformed") from None
     if query != fingerprint:
         raise PageTokenError("page_token belongs to a different query")

@@ -20,7 +20,7 @@ generic `Channel.unary_unary / stream_unary / unary_stream`; failures are `RpcEr
 (`RpcUnavailable` for connection problems).
 """
 
-from cj.rpc.access import current_principal, requires
+from cj.rpc.access import AuthRefusal, current_peer_address, current_principal, requires
 from cj.rpc.client import Channel, RpcError, RpcUnavailable, open_channel
 from cj.rpc.journal import CHUNK_SIZE, CallJournalClient, file_chunks
 from cj.rpc.limits import GrpcLimits
@@ -30,12 +30,14 @@ from cj.rpc.tls import make_client_ssl_context, make_server_ssl_context
 __all__ = [
     "CHUNK_SIZE",
     "AuthFailure",
+    "AuthRefusal",
     "CallJournalClient",
     "Channel",
     "GrpcLimits",
     "GrpcServer",
     "RpcError",
     "RpcUnavailable",
+    "current_peer_address",
     "current_principal",
     "file_chunks",
     "make_client_ssl_context",

@@ -113,6 +113,8 @@ def status_for(exc: Exception, request_id: str) -> tuple[Status, list[tuple[str,
         trailers = [("cj-error-code", leaf.code.value)]
         if leaf.field:
             trailers.append(("cj-error-field", leaf.field))
+        if leaf.retry_after_header is not None:
+            trailers.append(("retry-after", leaf.retry_after_header))
         if leaf.code is ErrorCode.INTERNAL:
             log.error("grpc call failed", error=str(leaf), exc_info=leaf)
         return Status(leaf.code.grpc_status, leaf.describe()), trailers

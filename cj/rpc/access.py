@@ -22,17 +22,20 @@ a parameter; most handlers need only `current_principal()`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from cj.auth import Principal
 from cj.config import Role
+from cj.errors import ServiceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _ROLE_ATTRIBUTE = "__cj_required_role__"
 _principal: ContextVar[Principal] = ContextVar("cj_rpc_principal")
+_peer: ContextVar[str] = ContextVar("cj_rpc_peer", default="")
 
 # When the server runs without authentication (development), every call is this.
 ANONYMOUS = Principal(name="anonymous", roles=frozenset(Role))
@@ -103,3 +106,33 @@ def _set_principal(principal: Principal) -> None:
     # Each RPC runs in its own Trio task, whose context is its own copy: setting the
     # variable there is visible to the handler and its children only.
     _principal.set(principal)
+
+
+def current_peer_address() -> str:
+    """The IP address (without port) of the client of the RPC being handled, or ""."""
+    peer = _peer.get()
+    if peer.startswith("["):
+        return peer[1:].partition("]")[0]
+    return peer.rpartition(":")[0] if ":" in peer else peer
+
+
+def _set_peer(peer: str) -> None:
+    _peer.set(peer)
+
+
+@dataclass(frozen=True)
+class AuthRefusal:
+    """A call refused before its handler ran: no or a wrong token, or a missing role.
+
+    `principal` is the token's holder when the token was valid (the role was missing),
+    `credentials_sent` whether any authorization was sent. Never the token itself.
+    """
+
+    method: str  # /package.Service/Method
+    peer_address: str
+    principal: Principal | None
+    credentials_sent: bool
+    error: ServiceError
+
+
+OnAuthRefused = Callable[[AuthRefusal], Awaitable[None]]

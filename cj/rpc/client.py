@@ -57,12 +57,19 @@ class RpcError(Exception):
     """
 
     def __init__(
-        self, code: ErrorCode, message: str, *, field: str | None = None, method: str = ""
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        method: str = "",
+        retry_after_s: float | None = None,
     ) -> None:
         self.code = ErrorCode(code)
         self.message = message
         self.field = field
         self.method = method
+        self.retry_after_s = retry_after_s  # the server's `retry-after` trailer, if any
         where = f"{method}: " if method else ""
         super().__init__(f"{where}{self.code.value}: {message}")
 
@@ -79,10 +86,19 @@ class RpcUnavailable(RpcError):
         super().__init__(ErrorCode.UNAVAILABLE, message, method=method)
 
 
-def _error(code: ErrorCode, message: str, *, field: str | None = None, method: str) -> RpcError:
+def _error(
+    code: ErrorCode,
+    message: str,
+    *,
+    field: str | None = None,
+    method: str,
+    retry_after_s: float | None = None,
+) -> RpcError:
     if code is ErrorCode.UNAVAILABLE:
-        return RpcUnavailable(message, method=method)
-    return RpcError(code, message, field=field, method=method)
+        error: RpcError = RpcUnavailable(message, method=method)
+        error.retry_after_s = retry_after_s
+        return error
+    return RpcError(code, message, field=field, method=method, retry_after_s=retry_after_s)
 
 
 class Channel:
@@ -336,6 +352,7 @@ def _status_error(stream: Any, method: str) -> RpcError | None:
         return None
     code = ErrorCode.from_grpc_status(status.int_value)
     field = None
+    retry_after_s: float | None = None
     headers = [*getattr(stream.start_stream_event, "custom_metadata", ()), *ended.custom_metadata]
     for name, value in headers:
         if name == "cj-error-code" and value in ErrorCode.__members__:
@@ -344,7 +361,15 @@ def _status_error(stream: Any, method: str) -> RpcError | None:
                 code = refined
         elif name == "cj-error-field":
             field = value
-    return _error(code, status.status_message or code.value, field=field, method=method)
+        elif name == "retry-after" and isinstance(value, str) and value.isdigit():
+            retry_after_s = float(value)
+    return _error(
+        code,
+        status.status_message or code.value,
+        field=field,
+        method=method,
+        retry_after_s=retry_after_s,
+    )
 
 
 async def _one_response(stream: Any, response_type: type[R], method: str) -> R:

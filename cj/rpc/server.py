@@ -58,11 +58,19 @@ from purerpc.grpclib.status import Status, StatusCode
 
 from cj.auth import Authenticator, Principal, require
 from cj.bodyrate import BodyClock
-from cj.errors import ServiceError, single_leaf
+from cj.errors import ErrorCode, ServiceError, single_leaf
 from cj.logs import safe_error_text
 from cj.rpc._calls import Method, Receiver, index_methods, level_of, request_id_of, status_for
 from cj.rpc._purerpc import ServerSocket
-from cj.rpc.access import ANONYMOUS, NO_POLICY, _set_principal
+from cj.rpc.access import (
+    ANONYMOUS,
+    NO_POLICY,
+    AuthRefusal,
+    OnAuthRefused,
+    _set_peer,
+    _set_principal,
+    current_peer_address,
+)
 from cj.rpc.limits import GrpcLimits
 from cj.rpc.timeouts import parse_grpc_timeout
 
@@ -141,6 +149,7 @@ class GrpcServer:
         handshake_timeout_s: float = 10.0,
         limits: GrpcLimits | None = None,
         on_auth_failure: Callable[[AuthFailure], None] | None = None,
+        on_auth_refused: OnAuthRefused | None = None,
     ) -> None:
         if default_deadline_s is not None and not default_deadline_s > 0:
             raise ValueError(f"default_deadline_s must be > 0 or None, not {default_deadline_s}")
@@ -163,6 +172,7 @@ class GrpcServer:
             limits = dataclasses.replace(limits, unary_deadline_s=default_deadline_s)
         self._limits = limits
         self._on_auth_failure = on_auth_failure
+        self._on_auth_refused = on_auth_refused
         self._grace_period_s = grace_period_s
         self._handshake_timeout_s = handshake_timeout_s
         self._connections: set[_Connection] = set()
@@ -348,6 +358,7 @@ class GrpcServer:
             request_id = request_id_of(event.custom_metadata)
             trailers.append(("x-request-id", request_id))
             structlog.contextvars.bind_contextvars(rpc=path, request_id=request_id)
+            _set_peer(connection.peer)
             with rpc.scope:
                 try:
                     await self._dispatch(sock, stream, event, path, rpc, connection.peer)
@@ -405,7 +416,12 @@ class GrpcServer:
             rpc.scope.deadline = now + limits.stream_deadline_s
         else:
             rpc.scope.deadline = now + limits.unary_deadline_s
-        _set_principal(self._authorize(event.custom_metadata, method, peer))
+        try:
+            principal = self._authorize(event.custom_metadata, method, peer)
+        except ServiceError as exc:
+            await self._report_refusal(path, event.custom_metadata, exc)
+            raise
+        _set_principal(principal)
 
         stream.expect_message_type(method.request_type)
         receiver = Receiver(sock, stream, method, BodyClock(limits.body, now))
@@ -452,6 +468,23 @@ class GrpcServer:
             raise
         return principal
 
+    async def _report_refusal(
+        self, path: str, metadata: Sequence[tuple[str, Any]], error: ServiceError
+    ) -> None:
+        """Tell `on_auth_refused` (auditing) about a refused call; its failure is logged,
+        the call is refused anyway."""
+        if self._on_auth_refused is None or self._authenticator is None:
+            return
+        values = [value for name, value in metadata if name == "authorization"]
+        principal: Principal | None = None
+        if error.code is ErrorCode.PERMISSION_DENIED and len(values) == 1:
+            principal = self._authenticator.authenticate(values[0])  # valid: only the role
+        refusal = AuthRefusal(path, current_peer_address(), principal, bool(values), error)
+        try:
+            await self._on_auth_refused(refusal)
+        except Exception as exc:
+            log.warning("grpc auth refusal not reported", error=safe_error_text(exc))
+
 
 async def serve_grpc(
     services: Sequence[Any],
@@ -464,6 +497,7 @@ async def serve_grpc(
     grace_period_s: float = 10.0,
     limits: GrpcLimits | None = None,
     on_auth_failure: Callable[[AuthFailure], None] | None = None,
+    on_auth_refused: OnAuthRefused | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -481,6 +515,7 @@ async def serve_grpc(
         grace_period_s=grace_period_s,
         limits=limits,
         on_auth_failure=on_auth_failure,
+        on_auth_refused=on_auth_refused,
     )
     async with trio.open_nursery() as nursery:
 

@@ -119,6 +119,15 @@ class Stack:
             "CJ_API_GRPC_PORT": str(self.grpc_port),
             "CJ_API_REST_PORT": str(self.rest_port),
             "CJ_API_GRACE_PERIOD_S": "2",
+            # The load test's searchers share one reader token, as the people at one
+            # search UI would, and the verifier downloads every recording at once: such
+            # a deployment raises that token's limits.
+            "CJ_API_SEARCH_CONCURRENCY_PER_TOKEN": "32",
+            "CJ_API_SEARCH_RATE_PER_TOKEN": "500",
+            "CJ_API_SEARCH_BURST_PER_TOKEN": "1000",
+            "CJ_API_DOWNLOAD_CONCURRENCY_PER_TOKEN": "32",
+            "CJ_API_DOWNLOAD_RATE_PER_TOKEN": "500",
+            "CJ_API_DOWNLOAD_BURST_PER_TOKEN": "1000",
             "CJ_AUTH_TOKENS": json.dumps(TOKENS),
             "CJ_STORAGE_BACKENDS": json.dumps(
                 {
