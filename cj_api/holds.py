@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import uuid as uuid_module
 from dataclasses import dataclass
-from datetime import UTC
-from typing import Any
 
 import structlog
 
@@ -82,32 +80,3 @@ class LegalHolds:
             return await self._db.run(functools.partial(list_holds, limit=limit))
         except DatabaseUnavailable as exc:
             raise ServiceError.unavailable("database unavailable; retry later") from exc
-
-
-def hold_request_from_json(payload: object) -> tuple[bool, str]:
-    """(held, reason) of `{"held": bool, "reason": "..."}`; both required."""
-    if not isinstance(payload, dict):
-        raise ServiceError.invalid("body", 'must be a JSON object {"held": …, "reason": …}')
-    unknown = sorted(set(payload) - {"held", "reason"})
-    if unknown:
-        raise ServiceError.invalid(unknown[0], f"unknown field(s): {', '.join(unknown)[:200]}")
-    held = payload.get("held")
-    if not isinstance(held, bool):
-        raise ServiceError.invalid("held", "is required: true places a hold, false lifts it")
-    reason = payload.get("reason")
-    if not isinstance(reason, str):
-        raise ServiceError.invalid("reason", "is required: say why")
-    return held, reason
-
-
-def hold_change_to_json(change: HoldChange) -> dict[str, Any]:
-    return {"uuid": str(change.call_uuid), "held": change.held, "changed": change.changed}
-
-
-def hold_to_json(hold: Hold) -> dict[str, Any]:
-    return {
-        "uuid": str(hold.call_uuid),
-        "reason": hold.reason,
-        "held_by": hold.held_by,
-        "held_at": hold.held_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-    }

@@ -80,11 +80,11 @@ from cj.db.calls import UpsertOutcome
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
+from cj_api.admin_codec import hold_change_to_json, hold_request_from_json, hold_to_json
 from cj_api.console import register_console
 from cj_api.downloads import DownloadInfo
 from cj_api.export import CallsExport, export_query_from_params
 from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
-from cj_api.holds import hold_change_to_json, hold_request_from_json, hold_to_json
 from cj_api.links import LINK_PARAMETER, LinkSigner, export_resource, recording_resource
 from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from cj_api.rest_codec import (

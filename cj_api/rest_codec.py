@@ -33,6 +33,7 @@ from cj.errors import ErrorCode, ServiceError
 from cj.jsonlimits import MAX_JSON_DEPTH, depth_exceeds
 from cj.model import Call, Direction, ModelError, Recording, RecordingStatus
 from cj.phone import PhoneNumber
+from cj_api.admin_codec import flag_and_reason_from_json
 from cj_api.service import AddCallsResult, InvalidCall, UploadHeader, UploadResult
 
 __all__ = [
@@ -403,18 +404,9 @@ def add_calls_result_to_json(result: AddCallsResult) -> dict[str, Any]:
 
 def privacy_request_from_json(payload: object) -> tuple[bool, str]:
     """(private, reason) of `{"private": bool, "reason": "..."}`; both required."""
-    if not isinstance(payload, dict):
-        raise ServiceError.invalid("body", 'must be a JSON object {"private": …, "reason": …}')
-    unknown = sorted(set(payload) - {"private", "reason"})
-    if unknown:
-        raise ServiceError.invalid(unknown[0], f"unknown field(s): {', '.join(unknown)[:200]}")
-    private = payload.get("private")
-    if not isinstance(private, bool):
-        raise ServiceError.invalid("private", "is required: true or false")
-    reason = payload.get("reason")
-    if not isinstance(reason, str):
-        raise ServiceError.invalid("reason", "is required: say why the privacy changes")
-    return private, reason
+    return flag_and_reason_from_json(
+        payload, "private", "true or false", "say why the privacy changes"
+    )
 
 
 def privacy_change_to_json(change: PrivacyChange) -> dict[str, Any]:
