@@ -106,7 +106,19 @@ class DownloadWatcher:
         self._recheck_interval_s = recheck_interval_s
         self._connect_timeout_s = connect_timeout_s
         self.listening = False
+        self._listening_changed = trio.Event()
         self._heard_since_recheck = trio.Event()
+
+    def _set_listening(self, value: bool) -> None:
+        if value != self.listening:
+            self.listening = value
+            self._listening_changed.set()
+            self._listening_changed = trio.Event()
+
+    async def wait_listening(self, value: bool = True) -> None:
+        """Return once the LISTEN connection is up (or, with False, down)."""
+        while self.listening != value:
+            await self._listening_changed.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; `started` once the first attempt to listen is over."""
@@ -144,11 +156,13 @@ class DownloadWatcher:
         while True:
             try:
                 await self._listen_once(first_attempt)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("download_watcher_disconnected", error=_first_line(exc))
+            except* (psycopg.Error, OSError) as group:
+                # The database went away (or was restarted): listen again, re-check
+                # meanwhile. It arrives wrapped by the nursery of _listen_once.
+                log.warning("download_watcher_disconnected", error=_first_line(group.exceptions[0]))
             if self.listening:
                 delay = 0.5  # it worked for a while: reconnect soon
-            self.listening = False
+            self._set_listening(False)
             first_attempt.set()
             await trio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_MAX_S)
@@ -170,7 +184,7 @@ class DownloadWatcher:
 
         async def when_ready() -> None:
             await ready.wait()
-            self.listening = True
+            self._set_listening(True)
             first_attempt.set()
             log.info("download_watcher_listening", channel=REVOKED_CHANNEL)
             # Changes made while nobody listened were not heard: look once.

@@ -113,3 +113,35 @@ async def test_refused_attempts_are_counted_per_minute_in_one_row(db: Database) 
         (first + timedelta(minutes=1), "10.0.0.1", 1),
     ]
     assert aggregator.pending == 0
+
+
+async def test_the_watcher_survives_its_connection_being_killed(db: Database) -> None:
+    """The database restarting (or a DBA killing the backend) must not stop cj-api: the
+    watcher listens again, and downloads are re-checked meanwhile."""
+    registry = DownloadRegistry()
+    watcher = DownloadWatcher(registry, db, recheck_interval_s=1.0, connect_timeout_s=2.0)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            await watcher.wait_listening(True)
+            killed = await db.run(
+                lambda conn: conn.execute(
+                    "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM "
+                    "pg_stat_activity WHERE application_name = 'cj-api-download-watch') t"
+                ).fetchone()
+            )
+            assert killed is not None and killed["n"] == 1
+            await watcher.wait_listening(False)
+            await watcher.wait_listening(True)  # back, and the task did not fail
+            call_uuid = await recorded_call(db)
+            with registry.watch(call_uuid) as watch:
+                await db.run(
+                    lambda conn: conn.execute(
+                        "UPDATE calls SET private = true WHERE uuid = %s", (call_uuid,)
+                    )
+                )
+                # The notification arrives from the listening thread (no event to await).
+                while watch.revoked is None:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert watch.revoked == "private"

@@ -189,10 +189,12 @@ async def _run_scale_out(
             return await stack.count("SELECT count(*) FROM calls") >= kill_after
 
         await harness.eventually(api2_busy, timeout_s=timeout_s, what="api-2 in use")
-        partials = set(stack.temp_partials())  # a SIGKILL may leave these behind
         killed_at = await stack.count("SELECT count(*) FROM calls")
         to_api1_before = balancer.forwarded[api1]
         await harness.kill9("api-2")
+        # What the SIGKILL left: the uploads api-2 had in progress (harmless debris; a
+        # restarted cj-api removes stale ones). Taken after the kill, not before it.
+        partials = set(stack.temp_partials())
         for spool, calls_late in zip(spools, late, strict=True):
             spool.drop_all(calls_late)
         for name in names:

@@ -68,6 +68,10 @@ async def _start_api(database_url: str, tmp_path: Path, nursery: trio.Nursery) -
             ]
         ),
         "CJ_LOGGING_FORMAT": "json",
+        # This test measures memory; its searcher asks as fast as answers come, which the
+        # per-token rate would refuse (tests/hostile/test_limits.py covers the limits).
+        "CJ_API_SEARCH_RATE_PER_TOKEN": "0",
+        "CJ_API_SEARCH_CONCURRENCY_PER_TOKEN": "0",
     }
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "cj_api"], env=env, stderr=subprocess.PIPE
