@@ -26,7 +26,7 @@ import threading
 import uuid as uuid_module
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import structlog
@@ -50,6 +50,18 @@ class Watch:
 
     call_uuid: uuid_module.UUID
     revoked: str | None = None
+    _revoked_event: trio.Event = field(default_factory=trio.Event, repr=False)
+
+    def revoke(self, reason: str) -> None:
+        if self.revoked is None:
+            self.revoked = reason
+            self._revoked_event.set()
+
+    async def wait_revoked(self) -> str:
+        """Return the reason once the download must stop."""
+        await self._revoked_event.wait()
+        assert self.revoked is not None
+        return self.revoked
 
 
 class DownloadRegistry:
@@ -75,8 +87,7 @@ class DownloadRegistry:
         """Mark every download of `call_uuid` revoked; return how many there were."""
         watches = self._watches.get(call_uuid, ())
         for watch in watches:
-            if watch.revoked is None:
-                watch.revoked = reason
+            watch.revoke(reason)
         if watches:
             log.info(
                 "downloads_revoked", call_uuid=str(call_uuid), reason=reason, count=len(watches)

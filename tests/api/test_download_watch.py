@@ -140,8 +140,6 @@ async def test_the_watcher_survives_its_connection_being_killed(db: Database) ->
                         "UPDATE calls SET private = true WHERE uuid = %s", (call_uuid,)
                     )
                 )
-                # The notification arrives from the listening thread (no event to await).
-                while watch.revoked is None:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await watch.wait_revoked()  # heard on the new connection
             nursery.cancel_scope.cancel()
     assert watch.revoked == "private"
