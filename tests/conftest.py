@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.api",
     "tests.fixtures.seaweed",
+    "tests.fixtures.logs",
     # The `reliability` fixture; `make test-long` writes docs/reliability.md from it.
     "tests.e2e.report",
 ]

@@ -8,10 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cj.codec import call_to_pb
@@ -20,6 +22,7 @@ from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, RpcError
 from tests.factories import BASE_TIME, make_call
 from tests.fixtures.api import ADMIN_TOKEN, AGENT_TOKEN, READER_TOKEN, RunningApi
+from tests.rpc.rawh2 import RawGrpcClient
 
 AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio"
 WAV = (AUDIO / "pcm16-8k-mono.wav").read_bytes()
@@ -407,6 +410,54 @@ async def test_stored_recording_downloads_as_mp3(running_api: RunningApi) -> Non
             error = await expect_error(ErrorCode.GONE, download(reader, call_uuid))
     assert head.content_type == "audio/mpeg" and head.duration_ms == 8000 and body == mp3
     assert "purged" in error.message
+
+
+def task_names() -> list[str]:
+    """The names of every task running in this Trio run."""
+    names, todo = [], [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        names.append(task.name)
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return names
+
+
+async def test_a_reader_vanishing_mid_download_ends_the_call_quietly(
+    running_api: RunningApi, log_events: list[dict[str, Any]]
+) -> None:
+    # The reader's TCP connection drops while the MP3 streams: no error (no traceback,
+    # no "unexpected") is logged for it, and the API serves the next download.
+    mp3 = bytes(range(256)) * 4096  # 1 MiB: more than HTTP/2's initial window
+    auth = [("authorization", f"Bearer {READER_TOKEN}")]
+    with trio.fail_after(30):
+        async with running_api.client() as agent, running_api.client(READER_TOKEN) as reader:
+            call_uuid = await add(agent)
+            await agent.upload_recording(header(call_uuid), chunks(WAV))
+            key = f"2026/03/02/{call_uuid}.mp3"
+            target = running_api.root / "recordings" / key
+            target.parent.mkdir(parents=True)
+            target.write_bytes(mp3)
+            running_api.query(
+                "UPDATE recordings SET status = 'stored', storage = 'recordings', key = %s,"
+                " size = %s, sha256 = %s, content_type = 'audio/mpeg'",
+                (key, len(mp3), hashlib.sha256(mp3).hexdigest()),
+            )
+            request = pb.DownloadRecordingRequest(call_uuid=str(call_uuid))
+            port = running_api.endpoints.grpc_port
+            async with RawGrpcClient(port) as raw:
+                seen = await raw.start_and_drop(
+                    "/calljournal.v1.CallJournal/DownloadRecording",
+                    request,
+                    auth,
+                    after_bytes=32768,
+                )
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            calls_left = [name for name in task_names() if name.endswith("._run_rpc")]
+            _, body = await download(reader, call_uuid)
+    assert seen >= 32768 and body == mp3
+    assert calls_left == []  # the vanished reader holds no download (nor its slot)
+    errors = [e for e in log_events if e["log_level"] in ("error", "critical", "warning")]
+    assert errors == []
 
 
 async def test_private_recordings_are_never_downloadable(running_api: RunningApi) -> None:

@@ -6,7 +6,7 @@ import functools
 import importlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import structlog
 import trio
 from pydantic import SecretStr
-from structlog.testing import LogCapture
 
 from cj.auth import Authenticator
 from cj.config import AuthConfig, Role, TokenConfig
@@ -86,25 +84,6 @@ async def running_server(
         port = await nursery.start(functools.partial(server.serve, "127.0.0.1", 0))
         yield Running(server=server, servicer=servicer, port=port)
         nursery.cancel_scope.cancel()
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    """Structured log events of the test, with tracebacks rendered to text."""
-    capture = LogCapture()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.format_exc_info,
-            capture,
-        ],
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield capture.entries
-    finally:
-        structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

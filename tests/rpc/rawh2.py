@@ -46,6 +46,48 @@ class RawGrpcClient:
         if data:
             await self._stream.send_all(data)
 
+    async def start_and_drop(
+        self,
+        path: str,
+        message: Message,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        after_bytes: int,
+    ) -> int:
+        """Send `message`, read at least `after_bytes` of the response's body (under
+        HTTP/2's initial window of 65,535: it is never widened), then drop the TCP
+        connection (no RST_STREAM, no GOAWAY): a client that goes away mid-stream.
+        Returns the body bytes seen."""
+        assert self._stream is not None
+        stream_id = self._conn.get_next_available_stream_id()
+        self._conn.send_headers(stream_id, self._request_headers(path, headers))
+        self._conn.send_data(stream_id, _frame(message), end_stream=True)
+        await self._flush()
+        seen = 0
+        while seen < after_bytes:
+            data = await self._stream.receive_some(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            for event in self._conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                    seen += len(event.data)
+            await self._flush()  # SETTINGS acknowledged; the body's window left as it is
+        await self._stream.aclose()
+        return seen
+
+    def _request_headers(
+        self, path: str, headers: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        return [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", f"127.0.0.1:{self._port}"),
+            ("te", "trailers"),
+            ("content-type", "application/grpc"),
+            *headers,
+        ]
+
     async def call(
         self,
         path: str,
@@ -56,18 +98,7 @@ class RawGrpcClient:
         and trailers. The response's messages are left in `self.messages`."""
         assert self._stream is not None
         stream_id = self._conn.get_next_available_stream_id()
-        self._conn.send_headers(
-            stream_id,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", path),
-                (":authority", f"127.0.0.1:{self._port}"),
-                ("te", "trailers"),
-                ("content-type", "application/grpc"),
-                *headers,
-            ],
-        )
+        self._conn.send_headers(stream_id, self._request_headers(path, headers))
         items = [message] if isinstance(message, bytes | Message) else list(message)
         self._conn.send_data(stream_id, b"".join(map(_frame, items)), end_stream=True)
         await self._flush()

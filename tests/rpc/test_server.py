@@ -378,6 +378,26 @@ async def test_leaving_a_server_stream_early_cancels_the_handler() -> None:
             assert (await journal.get_call("after", timeout_s=5)).call.uuid == "after"
 
 
+async def test_a_client_vanishing_mid_download_is_not_an_error_of_ours(
+    log_events: list[dict[str, Any]],
+) -> None:
+    # The TCP connection drops while the server streams (no RST_STREAM): the handler
+    # ends, nothing is logged as an unexpected error, and the server serves on.
+    auth = [("authorization", f"Bearer {READER_TOKEN}")]
+    request = pb.DownloadRecordingRequest(call_uuid="endless")
+    with trio.fail_after(10):
+        async with running_server() as srv:
+            async with RawGrpcClient(srv.port) as raw:
+                seen = await raw.start_and_drop(
+                    method("DownloadRecording"), request, auth, after_bytes=32768
+                )
+            await srv.servicer.cancelled.wait()
+            async with open_channel(srv.address, token=READER_TOKEN) as ch:
+                assert (await CallJournalClient(ch).get_call("after", timeout_s=5)).call.uuid
+    assert seen >= 32768
+    assert [e for e in log_events if e["log_level"] == "error"] == []
+
+
 async def test_early_rejection_of_an_upload_stops_the_sender_and_keeps_the_connection() -> None:
     sent = 0
 
