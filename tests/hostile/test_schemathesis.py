@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, reject, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from cj_api.openapi import document
@@ -81,7 +81,30 @@ def tally() -> Iterator[dict[str, int]]:
     yield counts
 
 
+def violates_nothing_on_the_wire(case: Any) -> bool:
+    """A negative case whose only query violation is an undeclared parameter with no
+    value (`{"": []}`): the request sends nothing of it, so it is a valid request
+    (schemathesis 4.32 generates these; its Authorization mutation we undo ourselves)."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_negative or case.query is None:
+        return False
+    mutations = getattr(meta.phase.data, "mutations", ())
+    query_keywords = {
+        keyword
+        for mutation in mutations
+        if str(getattr(mutation, "parameter_location", "")).lower().endswith("query")
+        for keyword in mutation.keywords
+    }
+    if query_keywords != {"additionalProperties"}:
+        return False
+    declared = {parameter.name for parameter in case.operation.query}
+    extra = {name: value for name, value in case.query.items() if name not in declared}
+    return all(value in ([], None) for value in extra.values())
+
+
 def call(case: Any, api: ThreadedApi, tally: dict[str, int]) -> None:
+    if violates_nothing_on_the_wire(case):
+        reject()
     tally["cases"] += 1
     tally[case.operation.label] = tally.get(case.operation.label, 0) + 1
     case.call_and_validate(
