@@ -418,8 +418,9 @@ def check_calls(
     return states
 
 
-def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
-    """One page of calls matching `query`, newest first (keyset pagination)."""
+def search_where(query: SearchQuery) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (over `calls c LEFT JOIN recordings r`) and parameters of a
+    search, its page token's keyset included; every search shape shares it."""
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if query.phone is not None:
@@ -460,14 +461,20 @@ def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
         params["c_at"] = cursor.started_at
         params["c_uuid"] = cursor.uuid
         conditions.append("(c.started_at, c.uuid) < (%(c_at)s, %(c_uuid)s)")
-    params["limit"] = query.limit + 1
+    params["limit"] = query.limit + 1  # one more: is there a next page?
     where = " WHERE " + " AND ".join(conditions) if conditions else ""
-    sql = (
-        _SELECT.format(raw="NULL::jsonb")
-        + where
-        + " ORDER BY c.started_at DESC, c.uuid DESC LIMIT %(limit)s"
-    )
-    rows = conn.execute(sql, params).fetchall()
+    return where + " ORDER BY c.started_at DESC, c.uuid DESC LIMIT %(limit)s", params
+
+
+def search_statement(query: SearchQuery) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters `search_calls` runs (benchmarks time it alone)."""
+    where, params = search_where(query)
+    return _SELECT.format(raw="NULL::jsonb") + where, params
+
+
+def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
+    """One page of calls matching `query`, newest first (keyset pagination)."""
+    rows = conn.execute(*search_statement(query)).fetchall()
     records = [_row_to_record(row) for row in rows[: query.limit]]
     next_token = None
     if len(rows) > query.limit:
