@@ -229,19 +229,17 @@ _DIRECTION_TEXT_TO_PB = {
 _STATUS_TEXT_TO_PB = {status.value: pb_value for status, pb_value in STATUS_TO_PB.items()}
 
 
-def _timestamp_of_micros(micros: int) -> Timestamp:
-    seconds, rest = divmod(micros, 1_000_000)
-    return Timestamp(seconds=seconds, nanos=rest * 1000)
-
-
 def rows_to_search_pb(
     rows: list[tuple[Any, ...]], next_page_token: str | None
 ) -> pb.SearchResponse:
     """The SearchResponse of `cj.db.wire.search_rows` tuples, message for message what
-    `record_to_pb` builds from the same calls (tests/db/test_wire.py holds them equal)."""
-    records = []
-    record_type, call_type, info_type = pb.CallRecord, pb.Call, pb.RecordingInfo
-    directions, statuses, stamp = _DIRECTION_TEXT_TO_PB, _STATUS_TEXT_TO_PB, _timestamp_of_micros
+    `record_to_pb` builds from the same calls (tests/db/test_wire.py holds them equal).
+
+    Fields are set on the repeated field's own messages: upb builds them in place, about
+    three times faster than keyword constructors and sub-messages copied in."""
+    response = pb.SearchResponse(next_page_token=next_page_token or "")
+    add = response.calls.add
+    directions, statuses = _DIRECTION_TEXT_TO_PB, _STATUS_TEXT_TO_PB
     for row in rows:
         (
             at_us, uuid_text, source, caller_number, caller_name, caller_extension,
@@ -250,41 +248,40 @@ def rows_to_search_pb(
             r_status, r_original_name, r_original_size, r_original_sha256, r_content_type,
             r_size, r_sha256, r_duration_ms, r_sample_rate, r_channels, r_last_error,
         ) = row  # fmt: skip
-        call = call_type(
-            uuid=uuid_text,
-            source=source,
-            caller_number=caller_number,
-            caller_name=caller_name,
-            caller_extension=caller_extension,
-            destination_number=destination_number,
-            destination_extension=destination_extension,
-            direction=directions[direction],
-            started_at=stamp(at_us),
-            answered_at=None if answered_us is None else stamp(answered_us),
-            ended_at=None if ended_us is None else stamp(ended_us),
-            duration_s=duration_s,
-            billsec=billsec,
-            hangup_cause=hangup_cause,
-            hangup_side=hangup_side,
-            sip_code=sip_code,
-            private=private,
-            recording_name=recording_name,
-        )
+        record = add()
+        call = record.call
+        call.uuid = uuid_text
+        call.source = source
+        call.caller_number = caller_number
+        call.caller_name = caller_name
+        call.caller_extension = caller_extension
+        call.destination_number = destination_number
+        call.destination_extension = destination_extension
+        call.direction = directions[direction]
+        call.started_at.FromMicroseconds(at_us)
+        if answered_us is not None:
+            call.answered_at.FromMicroseconds(answered_us)
+        if ended_us is not None:
+            call.ended_at.FromMicroseconds(ended_us)
+        call.duration_s = duration_s
+        call.billsec = billsec
+        call.hangup_cause = hangup_cause
+        call.hangup_side = hangup_side
+        call.sip_code = sip_code
+        call.private = private
+        call.recording_name = recording_name
         if r_status is None:
-            records.append(record_type(call=call))
             continue
-        info = info_type(
-            status=statuses[r_status],
-            original_name=r_original_name,
-            original_size=r_original_size,
-            original_sha256=r_original_sha256,
-            content_type=r_content_type,
-            size=r_size,
-            sha256=r_sha256,
-            duration_ms=r_duration_ms,
-            sample_rate=r_sample_rate,
-            channels=r_channels,
-            last_error=r_last_error,
-        )
-        records.append(record_type(call=call, recording=info))
-    return pb.SearchResponse(calls=records, next_page_token=next_page_token or "")
+        info = record.recording
+        info.status = statuses[r_status]
+        info.original_name = r_original_name
+        info.original_size = r_original_size
+        info.original_sha256 = r_original_sha256
+        info.content_type = r_content_type
+        info.size = r_size
+        info.sha256 = r_sha256
+        info.duration_ms = r_duration_ms
+        info.sample_rate = r_sample_rate
+        info.channels = r_channels
+        info.last_error = r_last_error
+    return response

@@ -220,14 +220,15 @@ def _call_params(call: Call, allowed: Sequence[str]) -> dict[str, Any]:
         "sip_code": call.sip_code,
         "private": call.private,
         "recording_name": call.recording_name,
-        "raw": Jsonb(_jsonable(call.raw)),
+        "raw": _jsonb(call.raw),
     }
 
 
-def _jsonable(raw: Mapping[str, Any]) -> Any:
-    # PostgreSQL's jsonb refuses NUL characters in strings; keep the document, lose the NUL.
-    text = json.dumps(raw, ensure_ascii=False, default=str)
-    return json.loads(text.replace("\\u0000", "\\ufffd"))
+def _jsonb(raw: Mapping[str, Any]) -> Jsonb:
+    # PostgreSQL's jsonb refuses NUL characters in strings; keep the document, lose the
+    # NUL. The text is sent as written here (not decoded and encoded again).
+    text = json.dumps(raw, ensure_ascii=False, default=str).replace("\\u0000", "\\ufffd")
+    return Jsonb(raw, dumps=lambda _: text)
 
 
 def _result(row: Mapping[str, Any] | None, allowed: Sequence[str]) -> UpsertResult | None:
