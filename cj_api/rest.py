@@ -302,13 +302,21 @@ class _CallIdConverter(BaseConverter):
     regex = "[^/:]+"
 
 
+# (method, rule) -> label: a few dozen at most (known methods × routes), computed once.
+_ROUTE_LABELS: dict[tuple[str, str | None], str] = {}
+
+
 def _route_label(request: Any) -> str:
     """`METHOD /template` for metrics: the rule, never the raw path (cardinality)."""
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     rule = getattr(request, "url_rule", None)
-    # Without converters: `/calls/<call_uuid>`, as the labels have always been.
-    template = _CONVERTER.sub("<", rule.rule) if rule is not None else "unmatched"
-    return f"{method} {template}"
+    key = (method, None if rule is None else rule.rule)
+    label = _ROUTE_LABELS.get(key)
+    if label is None:
+        # Without converters: `/calls/<call_uuid>`, as the labels have always been.
+        template = _CONVERTER.sub("<", rule.rule) if rule is not None else "unmatched"
+        label = _ROUTE_LABELS[key] = f"{method} {template}"
+    return label
 
 
 # --- routes ------------------------------------------------------------------------------
