@@ -66,7 +66,7 @@ async def run(db: Database, fn: Callable[[Connection], T]) -> T:
 
 
 def tricky_calls() -> list[Any]:
-    odd = "Ёлка \"q\" \\ / \t\x01\x1f\x7f \u2028 😀 中文"
+    odd = 'Ёлка "q" \\ / \t\x01\x1f\x7f \u2028 😀 中文'
     calls = [
         make_call(started_at=BASE_TIME - timedelta(minutes=i), caller_name=f"n{i}")
         for i in range(len(RECORDINGS))
