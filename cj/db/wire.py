@@ -61,13 +61,13 @@ def _boolean(expr: str) -> str:
 
 def _time(expr: str) -> str:
     """`format_timestamp`: UTC whatever the session's TimeZone, `.ffffff` only when the
-    microseconds are not zero, then `Z`."""
+    microseconds are not zero, then `Z` (one to_char and a replace: half the cost of
+    testing the fraction apart)."""
     utc = f"({expr} AT TIME ZONE 'UTC')"
     return (
         f"CASE WHEN {expr} IS NULL THEN 'null' ELSE "
-        f"'\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-        f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN '' ELSE to_char({utc}, '.US') END"
-        " || 'Z\"' END"
+        f"replace('\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || 'Z\"', "
+        "'.000000Z\"', 'Z\"') END"
     )
 
 
