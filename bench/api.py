@@ -1,18 +1,28 @@
 """API benchmark: cj-api in its own process, driven over real sockets.
 
     .venv/bin/python bench/api.py [--calls N] [--upload-mb M] [--database-url URL]
+                                  [--api-src DIR --api-sql rows]
 
 Starts a private PostgreSQL (unless --database-url), loads N synthetic calls (default
 1,000,000) with COPY, starts `python -m cj_api` on free ports with filesystem storage
-in a temporary directory and the PostgreSQL queue, then measures from this process:
+in a temporary directory and the PostgreSQL queue, and the empty servers of
+`bench._baseline` in a process of their own, then measures from this process:
 
 - AddCall, one at a time, and from 16 concurrent clients (one connection each);
-- AddCalls, one stream of 20,000 calls;
-- UploadRecording of one M MB WAV (default 100), 64 KiB chunks;
-- search by phone through gRPC and through REST (random known subscribers), p50/p99.
+- AddCalls, one stream of 20,000 calls, beside a raw COPY of 20,000 such calls;
+- UploadRecording of one M MB WAV (default 100; 0 skips it), 64 KiB chunks;
+- interval (one hour, 100 rows) and phone searches through REST and gRPC, each beside
+  the raw SQL the API runs for it and the empty route of its stack
+  (`bench._api_search`), p50/p99, with the ratios REST/raw, gRPC/raw and fixed
+  cost/empty route.
 
-The last line printed is one JSON object with the figures. Targets on the 2-core
-machine: AddCalls ≥ 3,000 calls/s; upload ≥ 40 MB/s; REST search p99 ≤ 25 ms.
+`--api-src DIR` runs cj-api from another checkout (e.g. main, for a before/after in one
+run); `--api-sql rows` says that checkout's searches ran `search_calls`' SQL.
+
+The last line printed is one JSON object with the figures, its "ratios" first. Targets
+on the 2-core machine: AddCalls ≥ 3,000 calls/s and ≥ 30% of raw COPY; upload ≥ 40 MB/s;
+interval search REST and gRPC ≤ 1.5× raw SQL at p50, ≤ 2× at p99; phone search ≤ 2×;
+fixed cost ≤ 1.2× the empty route.
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,11 +45,15 @@ if not __package__:  # run as a file: the repo root first, not bench/ (whose que
     sys.path[0] = str(Path(__file__).resolve().parents[1])  # would shadow the stdlib's)
 
 import httpx
+import psycopg
 import trio
+from psycopg.types.json import Jsonb
 
+from bench._api_search import measure_searches
+from bench._baseline import start_baseline
 from bench._pg import benchmark_database
-from bench.search import load, percentile, subscribers, synthesize
-from cj.codec import call_to_pb
+from bench.search import load, subscribers, synthesize
+from cj.codec import call_from_pb, call_to_pb
 from cj.model import Call, Direction
 from cj.pgcluster import free_port
 from cj.phone import PhoneNumber
@@ -100,7 +113,9 @@ def make_wav(path: Path, megabytes: int) -> None:
             f.write(block)
 
 
-def start_api(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_api(
+    url: str, workdir: Path, api_src: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int, int]:
     grpc_port, rest_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -112,6 +127,9 @@ def start_api(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, in
         "CJ_STORAGE_BACKENDS_TEMP_PATH": str(workdir / "temp"),
         "CJ_STORAGE_BACKENDS_RECORDINGS_PATH": str(workdir / "recordings"),
         "CJ_LOGGING_LEVEL": "warning",
+        # One benchmark client searching as fast as it can is no flood (0: no limit).
+        "CJ_API_SEARCH_RATE_PER_TOKEN": "0",
+        "CJ_API_SEARCH_CONCURRENCY_PER_TOKEN": "0",
         "CJ_AUTH_TOKENS": json.dumps(
             [
                 # Its own name (calls sent without a source) and bench/agent.py's source.
@@ -125,7 +143,9 @@ def start_api(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, in
             ]
         ),
     }
-    process = subprocess.Popen([sys.executable, "-m", "cj_api"], env=env)
+    if api_src is not None:  # `-m` puts the working directory first on sys.path
+        env["PYTHONPATH"] = str(api_src)
+    process = subprocess.Popen([sys.executable, "-m", "cj_api"], env=env, cwd=api_src)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # an external process: poll its readiness
         try:
@@ -138,8 +158,58 @@ def start_api(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, in
     raise SystemExit("cj-api did not become ready within 60 s")
 
 
+COPY_CALL_COLUMNS = (
+    "uuid, source, caller_number, caller_digits_rev, caller_name, destination_number, "
+    "destination_digits_rev, direction, started_at, answered_at, ended_at, duration_s, "
+    "billsec, hangup_cause, hangup_side, sip_code, private, recording_name, raw"
+)
+
+
+def copy_rate(url: str, messages: list[pb.Call]) -> float:
+    """Calls per second of a plain COPY of calls like `messages` (fresh uuids, so they
+    insert as the stream's did), psycopg adapting the values, commit included."""
+    calls = [call_from_pb(message) for message in messages]
+    rows = [
+        (
+            uuid.uuid4(),
+            "bench-agent",
+            c.caller.raw,
+            c.caller.reversed_digits,
+            c.caller_name,
+            c.destination.raw,
+            c.destination.reversed_digits,
+            c.direction.value,
+            c.started_at,
+            c.answered_at,
+            c.ended_at,
+            c.duration_s,
+            c.billsec,
+            c.hangup_cause,
+            c.hangup_side,
+            c.sip_code,
+            c.private,
+            c.recording_name,
+            Jsonb(dict(c.raw)),
+        )
+        for c in calls
+    ]
+    began = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY calls ({COPY_CALL_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+    return len(rows) / (time.perf_counter() - began)
+
+
 async def measure(
-    grpc_port: int, rest_port: int, people: list[str], args: argparse.Namespace, wav: Path
+    url: str,
+    grpc_port: int,
+    rest_port: int,
+    people: list[str],
+    args: argparse.Namespace,
+    wav: Path,
+    baseline_ports: tuple[int, int],
 ) -> dict[str, float]:
     rng = random.Random(11)
     address = f"127.0.0.1:{grpc_port}"
@@ -161,19 +231,18 @@ async def measure(
         figures["addcalls_stream_per_s"] = round(len(stream) / elapsed)
         print(f"AddCalls, one stream:      {figures['addcalls_stream_per_s']:>8,.0f} calls/s")
 
-        call = new_call(rng)
-        await client.add_call(call_to_pb(call))
-        digest, size = await trio.to_thread.run_sync(
-            lambda: (hashlib.sha256(wav.read_bytes()).hexdigest(), wav.stat().st_size)
+        figures["raw_copy_per_s"] = round(await trio.to_thread.run_sync(copy_rate, url, stream))
+        figures["addcalls_over_copy"] = round(
+            figures["addcalls_stream_per_s"] / figures["raw_copy_per_s"], 2
         )
-        header = pb.UploadHeader(
-            call_uuid=str(call.uuid), file_name="big.wav", size=size, sha256=digest
+        print(
+            f"raw COPY of such calls:    {figures['raw_copy_per_s']:>8,.0f} calls/s "
+            f"(AddCalls: {figures['addcalls_over_copy']:.2f}× COPY)"
         )
-        began = time.perf_counter()
-        await client.upload_recording(header, file_chunks(wav))
-        figures["upload_mb_per_s"] = round(size / 1e6 / (time.perf_counter() - began), 1)
-        print(f"UploadRecording, {size / 1e6:.0f} MB:  {figures['upload_mb_per_s']:>8} MB/s")
+        if args.upload_mb > 0:
+            await measure_upload(client, new_call(rng), wav, figures)
 
+    per_client = args.addcall_concurrent // CONCURRENT_CLIENTS
     per_client = args.addcall_concurrent // CONCURRENT_CLIENTS
     concurrent = [
         [call_to_pb(new_call(rng), include_raw=True) for _ in range(per_client)]
@@ -197,36 +266,35 @@ async def measure(
         f"{figures['addcall_concurrent_per_s']:>8,.0f} calls/s"
     )
 
-    queries = [rng.choice(people)[1:] for _ in range(args.queries)]
-    async with open_channel(address, token=READER, default_timeout_s=60) as channel:
-        reader = CallJournalClient(channel)
-        for phone in queries[:100]:  # warm up
-            await reader.search_by_phone(pb.SearchByPhoneRequest(phone=phone))
-        timings = []
-        for phone in queries:
-            began = time.perf_counter()
-            await reader.search_by_phone(pb.SearchByPhoneRequest(phone=phone))
-            timings.append((time.perf_counter() - began) * 1000)
-    figures["grpc_search_p50_ms"] = round(statistics.median(timings), 2)
-    figures["grpc_search_p99_ms"] = round(percentile(timings, 99), 2)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{rest_port}", headers={"authorization": f"Bearer {READER}"}
-    ) as http:
-        for phone in queries[:100]:
-            (await http.get("/api/v1/calls", params={"phone": phone})).raise_for_status()
-        timings = []
-        for phone in queries:
-            began = time.perf_counter()
-            (await http.get("/api/v1/calls", params={"phone": phone})).raise_for_status()
-            timings.append((time.perf_counter() - began) * 1000)
-    figures["rest_search_p50_ms"] = round(statistics.median(timings), 2)
-    figures["rest_search_p99_ms"] = round(percentile(timings, 99), 2)
-    for proto in ("grpc", "rest"):
-        print(
-            f"search by phone, {proto:>4}:    p50 {figures[f'{proto}_search_p50_ms']:.2f} ms, "
-            f"p99 {figures[f'{proto}_search_p99_ms']:.2f} ms"
+    figures.update(
+        await measure_searches(
+            url,
+            grpc_port,
+            rest_port,
+            baseline_ports,
+            people,
+            READER,
+            args.queries,
+            args.api_sql,
         )
+    )
     return figures
+
+
+async def measure_upload(
+    client: CallJournalClient, call: Call, wav: Path, figures: dict[str, float]
+) -> None:
+    await client.add_call(call_to_pb(call))
+    digest, size = await trio.to_thread.run_sync(
+        lambda: (hashlib.sha256(wav.read_bytes()).hexdigest(), wav.stat().st_size)
+    )
+    header = pb.UploadHeader(
+        call_uuid=str(call.uuid), file_name="big.wav", size=size, sha256=digest
+    )
+    began = time.perf_counter()
+    await client.upload_recording(header, file_chunks(wav))
+    figures["upload_mb_per_s"] = round(size / 1e6 / (time.perf_counter() - began), 1)
+    print(f"UploadRecording, {size / 1e6:.0f} MB:  {figures['upload_mb_per_s']:>8} MB/s")
 
 
 def main() -> None:
@@ -238,36 +306,41 @@ def main() -> None:
     parser.add_argument("--upload-mb", type=int, default=100)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("CJ_BENCH_DATABASE_URL"))
+    parser.add_argument("--api-src", type=Path, help="run cj-api from this checkout")
+    parser.add_argument(
+        "--no-load", action="store_true", help="--database-url already holds the --calls"
+    )
+    parser.add_argument(
+        "--api-sql", choices=("wire", "rows"), default="wire", help="what its searches run"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     people = subscribers(max(1000, args.calls // 5), rng)
     workdir = Path(tempfile.mkdtemp(prefix="cj-bench-api-"))
     try:
         with benchmark_database(args.database_url) as url:
-            print(f"loading {args.calls:,} calls …")
-            load(url, synthesize(args.calls, rng, people))
+            if args.no_load:  # the calls of an earlier run with the same --calls (and seed)
+                print("using the calls already in the database")
+            else:
+                print(f"loading {args.calls:,} calls …")
+                load(url, synthesize(args.calls, rng, people))
             wav = workdir / "big.wav"
-            make_wav(wav, args.upload_mb)
-            process, grpc_port, rest_port = start_api(url, workdir)
+            if args.upload_mb > 0:
+                make_wav(wav, args.upload_mb)
+            process, grpc_port, rest_port = start_api(url, workdir, args.api_src)
+            baseline, *baseline_ports = start_baseline()
             try:
-                figures = trio.run(measure, grpc_port, rest_port, people, args, wav)
+                figures = trio.run(
+                    measure, url, grpc_port, rest_port, people, args, wav, tuple(baseline_ports)
+                )
             finally:
-                process.terminate()
-                process.wait(timeout=30)
+                for each in (process, baseline):
+                    each.terminate()
+                    each.wait(timeout=30)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    ordered = {
-        key: figures[key]
-        for key in (
-            "addcall_per_s",
-            "addcall_concurrent_per_s",
-            "addcalls_stream_per_s",
-            "upload_mb_per_s",
-            "rest_search_p99_ms",
-            "grpc_search_p99_ms",
-        )
-    }
-    print(json.dumps({**ordered, **figures}))
+    ratios = {key: value for key, value in figures.items() if "_over_" in key}
+    print(json.dumps({"calls": args.calls, "ratios": ratios, **figures}))
 
 
 if __name__ == "__main__":

@@ -221,3 +221,67 @@ def recording_filter(value: int) -> bool | None:
     if value == pb.RECORDING_FILTER_WITHOUT:
         return False
     raise ServiceError.invalid("recording", f"unknown value {value}")
+
+
+_DIRECTION_TEXT_TO_PB = {
+    direction.value: pb_value for direction, pb_value in DIRECTION_TO_PB.items()
+}
+_STATUS_TEXT_TO_PB = {status.value: pb_value for status, pb_value in STATUS_TO_PB.items()}
+
+
+def rows_to_search_pb(
+    rows: list[tuple[Any, ...]], next_page_token: str | None
+) -> pb.SearchResponse:
+    """The SearchResponse of `cj.db.wire.search_rows` tuples, message for message what
+    `record_to_pb` builds from the same calls (tests/db/test_wire.py holds them equal).
+
+    Fields are set on the repeated field's own messages: upb builds them in place, about
+    three times faster than keyword constructors and sub-messages copied in."""
+    response = pb.SearchResponse(next_page_token=next_page_token or "")
+    add = response.calls.add
+    directions, statuses = _DIRECTION_TEXT_TO_PB, _STATUS_TEXT_TO_PB
+    for row in rows:
+        (
+            at_us, uuid_text, source, caller_number, caller_name, caller_extension,
+            destination_number, destination_extension, direction, answered_us, ended_us,
+            duration_s, billsec, hangup_cause, hangup_side, sip_code, private, recording_name,
+            r_status, r_original_name, r_original_size, r_original_sha256, r_content_type,
+            r_size, r_sha256, r_duration_ms, r_sample_rate, r_channels, r_last_error,
+        ) = row  # fmt: skip
+        record = add()
+        call = record.call
+        call.uuid = uuid_text
+        call.source = source
+        call.caller_number = caller_number
+        call.caller_name = caller_name
+        call.caller_extension = caller_extension
+        call.destination_number = destination_number
+        call.destination_extension = destination_extension
+        call.direction = directions[direction]
+        call.started_at.FromMicroseconds(at_us)
+        if answered_us is not None:
+            call.answered_at.FromMicroseconds(answered_us)
+        if ended_us is not None:
+            call.ended_at.FromMicroseconds(ended_us)
+        call.duration_s = duration_s
+        call.billsec = billsec
+        call.hangup_cause = hangup_cause
+        call.hangup_side = hangup_side
+        call.sip_code = sip_code
+        call.private = private
+        call.recording_name = recording_name
+        if r_status is None:
+            continue
+        info = record.recording
+        info.status = statuses[r_status]
+        info.original_name = r_original_name
+        info.original_size = r_original_size
+        info.original_sha256 = r_original_sha256
+        info.content_type = r_content_type
+        info.size = r_size
+        info.sha256 = r_sha256
+        info.duration_ms = r_duration_ms
+        info.sample_rate = r_sample_rate
+        info.channels = r_channels
+        info.last_error = r_last_error
+    return response

@@ -25,9 +25,11 @@ from cj.codec import (
     parse_uuid,
     record_to_pb,
     recording_filter,
+    rows_to_search_pb,
 )
 from cj.config import Role
-from cj.db.calls import SearchPage, SearchQuery
+from cj.db.calls import SearchQuery
+from cj.db.wire import search_rows
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj.proto import calljournal_grpc
@@ -275,11 +277,8 @@ class CallJournalGrpc(calljournal_grpc.CallJournalServicer):
         return await self._observed("SearchByInterval", lambda: self._search(build))
 
     async def _search(self, build: Callable[[], SearchQuery]) -> pb.SearchResponse:
-        page: SearchPage = await self._service.search(current_principal(), build)
-        return pb.SearchResponse(
-            calls=[record_to_pb(record) for record in page.records],
-            next_page_token=page.next_page_token or "",
-        )
+        page = await self._service.search_as(current_principal(), build, search_rows)
+        return rows_to_search_pb(page.rows, page.next_page_token)
 
     @requires(Role.READER)
     async def GetCall(self, input_message: pb.GetCallRequest) -> pb.CallRecord:

@@ -77,6 +77,7 @@ from cj.auth import Authenticator, Principal, require
 from cj.bodyrate import BodyLimits
 from cj.config import Role
 from cj.db.calls import UpsertOutcome
+from cj.db.wire import search_json
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
@@ -301,13 +302,21 @@ class _CallIdConverter(BaseConverter):
     regex = "[^/:]+"
 
 
+# (method, rule) -> label: a few dozen at most (known methods × routes), computed once.
+_ROUTE_LABELS: dict[tuple[str, str | None], str] = {}
+
+
 def _route_label(request: Any) -> str:
     """`METHOD /template` for metrics: the rule, never the raw path (cardinality)."""
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     rule = getattr(request, "url_rule", None)
-    # Without converters: `/calls/<call_uuid>`, as the labels have always been.
-    template = _CONVERTER.sub("<", rule.rule) if rule is not None else "unmatched"
-    return f"{method} {template}"
+    key = (method, None if rule is None else rule.rule)
+    label = _ROUTE_LABELS.get(key)
+    if label is None:
+        # Without converters: `/calls/<call_uuid>`, as the labels have always been.
+        template = _CONVERTER.sub("<", rule.rule) if rule is not None else "unmatched"
+        label = _ROUTE_LABELS[key] = f"{method} {template}"
+    return label
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -426,14 +435,11 @@ class _Routes:
         principal = self._principal(Role.READER)
         params = request.args.to_dict(flat=False)
         # Built inside the service, after its role check: validation errors come second.
-        page = await self._service.search(principal, lambda: search_query_from_params(params))
-
-        return _json(
-            {
-                "calls": [record_to_json(record) for record in page.records],
-                "next_page_token": page.next_page_token,
-            }
+        page = await self._service.search_as(
+            principal, lambda: search_query_from_params(params), search_json
         )
+        # PostgreSQL wrote the JSON (cj.db.wire): the bytes go out as they came.
+        return Response(page.body, 200, content_type="application/json")
 
     async def get_call(self, call_uuid: str) -> Response:
         principal = self._principal(Role.READER)

@@ -401,6 +401,16 @@ class CallJournalService:
 
     async def search(self, principal: Principal, build: Callable[[], SearchQuery]) -> SearchPage:
         """Run a search; `build` constructs the query so its validation errors map here."""
+        return await self.search_as(principal, build, search_calls)
+
+    async def search_as(
+        self,
+        principal: Principal,
+        build: Callable[[], SearchQuery],
+        fetch: Callable[[Connection, SearchQuery], T],
+    ) -> T:
+        """`search`, with the page in the shape `fetch` answers (`cj.db.wire`: the REST
+        JSON, or rows for protobuf); the same checks, limits and database either way."""
         require(principal, Role.READER)
         try:
             query = build()
@@ -411,7 +421,7 @@ class CallJournalService:
             raise ServiceError.invalid("page_token", str(exc)) from None
         try:
             with self._search_limits.admit(principal.name, search_cost(query.limit)):
-                return await self._run(functools.partial(search_calls, query=query), read=True)
+                return await self._run(lambda conn: fetch(conn, query), read=True)
         except LimitExceeded as exc:  # only admit() raises it
             await slow_refusal(exc, self._config.limit_refusal_delay_s)
             raise
