@@ -58,7 +58,7 @@ log = structlog.get_logger(__name__)
 
 MAX_START_FAILURES = 5  # in a row, after the first start: then the supervisor gives up
 WORKER_START_TIMEOUT_S = 120.0  # from exec to `ready`
-KILL_AFTER_GRACE_S = 10.0  # past api.grace_period_s, a worker that still runs is killed
+KILL_AFTER_GRACE_S = 5.0  # past api.grace_period_s, a worker that still runs is killed
 FORCED_STOP_S = 5.0  # after a second signal
 STABLE_S = 60.0  # a worker that served this long before dying restarts without delay
 READY = b"ready\n"

@@ -324,6 +324,9 @@ class ApiConfig:
 
 
 def _cpu_count() -> int:
+    """The CPUs this process may run on (a container's cpuset, taskset), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 

@@ -25,6 +25,7 @@ import trio
 
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, open_channel
+from cj_api.sockets import PortInUseError, open_reuse_port_listeners, reserve_ports
 from tests.api.test_rest_calls import call_json
 from tests.fixtures.api import ADMIN_TOKEN
 from tests.promtext import total
@@ -113,8 +114,6 @@ async def api_process(env: dict[str, str]) -> AsyncIterator[ApiProcess]:
                 process.send_signal(signal.SIGTERM)
             await process.wait()
     finally:
-        if os.environ.get("WORKERS_DEBUG"):
-            print(api.text.decode())
         if process.returncode is None:
             process.kill()
             with trio.CancelScope(shield=True):
@@ -276,3 +275,41 @@ async def test_workers_that_cannot_start_end_the_supervisor(
         assert not any(e.get("event") == "api_worker_starting" for e in api.events)
     else:
         assert "before it was ready" in refused[0]["error"]
+
+
+async def test_reserved_ports_are_shared_by_reuse_port_listeners_only() -> None:
+    reserved, ports = reserve_ports("127.0.0.1", [0, 0])
+    try:
+        assert len(set(ports)) == 2 and 0 not in ports
+        with trio.fail_after(10):
+            listeners = [
+                *(await open_reuse_port_listeners("127.0.0.1", ports[0])),
+                *(await open_reuse_port_listeners("127.0.0.1", ports[0])),
+            ]
+            # The reservation does not listen: a connection reaches one of the others.
+            client = await trio.open_tcp_stream("127.0.0.1", ports[0])
+            async with trio.open_nursery() as nursery:
+
+                async def take(listener: trio.SocketListener) -> None:
+                    await (await listener.accept()).aclose()
+                    nursery.cancel_scope.cancel()
+
+                for listener in listeners:
+                    nursery.start_soon(take, listener)
+            await client.aclose()
+            for listener in listeners:
+                await listener.aclose()
+        with socket.socket() as plain, pytest.raises(OSError):
+            plain.bind(("127.0.0.1", ports[1]))  # no SO_REUSEPORT: refused
+    finally:
+        for sock in reserved:
+            sock.close()
+
+
+def test_a_port_in_use_is_named() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port} is in use"):
+            reserve_ports("127.0.0.1", [port])

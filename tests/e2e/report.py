@@ -224,7 +224,7 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
         "",
         "| scenario | result | agents | calls (with recording) | searchers | ingest | calls/s "
         "| searches | p50 / p99 REST | p50 / p99 gRPC | p99 all (target ≤ 100 ms) "
-        "| REST server-side p50 / p99 | same searches idle p50 / p99 | errors "
+        "| server-side p50 / p99 REST · gRPC | same searches idle p50 / p99 | errors "
         "| load average at start |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -239,7 +239,8 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
             f"| {_ms(f, 'p50_rest_ms')} / {_ms(f, 'p99_rest_ms')} "
             f"| {_ms(f, 'p50_grpc_ms')} / {_ms(f, 'p99_grpc_ms')} "
             f"| {_ms(f, 'p99_ms')}, {target} "
-            f"| {_ms(f, 'p50_rest_server_ms')} / {_ms(f, 'p99_rest_server_ms')} "
+            f"| {_ms(f, 'p50_rest_server_ms')} / {_ms(f, 'p99_rest_server_ms')} · "
+            f"{_ms(f, 'p50_grpc_server_ms')} / {_ms(f, 'p99_grpc_server_ms')} "
             f"| {_ms(f, 'p50_idle_ms')} / {_ms(f, 'p99_idle_ms')} | {f.get('errors')} "
             f"| {f.get('loadavg_before', '–')} |"
         )

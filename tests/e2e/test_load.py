@@ -29,6 +29,7 @@ from tests.e2e.stack import Stack
 from tests.e2e.verify import settle_and_verify, timestamp
 
 PAUSE_S = (0.05, 0.15)
+CPUS = os.cpu_count() or 1
 
 
 @dataclass
@@ -175,6 +176,12 @@ async def run_load(
         for e in harness.events("api", "http_request")
         if e.get("route") == "GET /api/v1/calls"
     ]
+    # gRPC logs each call's duration too (whole milliseconds).
+    grpc_server_ms = [
+        float(e["duration_ms"])
+        for e in harness.events("api", "grpc call")
+        if str(e.get("rpc", "")).endswith(("/SearchByPhone", "/SearchByInterval"))
+    ]
     for name in names:
         await harness.wait_ready(name)
     report = await settle_and_verify(
@@ -218,6 +225,8 @@ async def run_load(
         "p99_idle_ms": round(percentile(idle_ms, 0.99), 2),
         "p50_rest_server_ms": round(percentile(server_ms, 0.50), 2),
         "p99_rest_server_ms": round(percentile(server_ms, 0.99), 2),
+        "p50_grpc_server_ms": round(percentile(grpc_server_ms, 0.50), 2),
+        "p99_grpc_server_ms": round(percentile(grpc_server_ms, 0.99), 2),
         "errors": len(stats.errors) + len(errors),
         "loadavg_before": round(load_before, 2),
     }
@@ -242,10 +251,17 @@ async def test_two_agents_and_four_searchers(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("api_workers", [1, "auto"], ids=["1-worker", "worker-per-cpu"])
 async def test_eight_agents_ten_thousand_calls_twenty_searchers(
-    make_deployment: Callable[..., Deployment], tmp_path: Path, reliability: Any
+    make_deployment: Callable[..., Deployment],
+    tmp_path: Path,
+    reliability: Any,
+    api_workers: int | str,
 ) -> None:
-    """Issue item 3: 8 agents, 10,000 calls between them, 20 concurrent searchers."""
+    """Issue item 3: 8 agents, 10,000 calls between them, 20 concurrent searchers; with
+    one cj-api process, and with a worker per CPU (api.workers, cj_api/workers.py)."""
+    if api_workers == "auto" and CPUS == 1:
+        pytest.skip("one CPU: one worker, as in the other run")
     with trio.fail_after(900):
         figures = await run_load(
             make_deployment,
@@ -255,10 +271,13 @@ async def test_eight_agents_ten_thousand_calls_twenty_searchers(
             recording_every=50,
             searchers=20,
             timeout_s=600,
+            api_workers=api_workers,
         )
     assert figures["calls_found"] == 10_000 and figures["recordings_stored"] == 200
+    count = CPUS if api_workers == "auto" else int(api_workers)
+    workers = f"{count} cj-api worker{'s' if count > 1 else ''}"
     reliability.record(
-        "8 agents, 10,000 calls, 20 searchers",
+        f"8 agents, 10,000 calls, 20 searchers, {workers}",
         kind="load",
         summary=(
             f"10 REST and 10 gRPC clients, phone and interval searches in turn, "
