@@ -249,7 +249,9 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
         "Latencies are measured on the one machine that also runs PostgreSQL, SeaweedFS, "
         "cj-api, cj-encoder, the agents and the clients (and whatever else was running: see "
         "the load average); the server-side and idle columns separate the API's own time "
-        "from waiting for a CPU.",
+        "from waiting for a CPU. Server-side REST is the API's log of each request; gRPC "
+        "is estimated from the `cj_api_request_duration_seconds` buckets of a scrape after "
+        "the load (summed over the API's workers).",
         "",
     ]
     for e in entries:
