@@ -99,6 +99,10 @@ MEANINGS: dict[str, str] = {
         "How often the counts of refused download attempts (bad token, limits) are "
         "written to the audit log."
     ),
+    "api.ingest_streams": (
+        "AddCalls streams one cj-api worker processes at once; more wait (in HTTP/2 flow "
+        "control), so a backlog of many agents leaves the event loop to searches."
+    ),
     "api.workers": (
         "cj-api worker processes sharing the gRPC and REST ports (SO_REUSEPORT) under one "
         'supervisor that restarts them; "auto": one per CPU; 1: serve in the one process '

@@ -312,6 +312,9 @@ class ApiConfig:
     # CPU. 1 serves in the one process. Per-token limits and export_concurrency hold
     # per worker.
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    # AddCalls streams one worker processes at once; the others wait in HTTP/2 flow
+    # control, so that a backlog of many agents leaves the event loop to searches.
+    ingest_streams: Annotated[int, Field(ge=1, le=1000)] = 2
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

@@ -22,10 +22,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trustme
 
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, open_channel
 from cj_api.sockets import PortInUseError, open_reuse_port_listeners, reserve_ports
+from cj_api.workers import MAX_START_FAILURES
 from tests.api.test_rest_calls import call_json
 from tests.fixtures.api import ADMIN_TOKEN
 from tests.promtext import total
@@ -114,6 +116,7 @@ async def api_process(env: dict[str, str]) -> AsyncIterator[ApiProcess]:
                 process.send_signal(signal.SIGTERM)
             await process.wait()
     finally:
+        print(api.text.decode()[-6000:])  # pytest shows it when the test fails
         if process.returncode is None:
             process.kill()
             with trio.CancelScope(shield=True):
@@ -313,3 +316,33 @@ def test_a_port_in_use_is_named() -> None:
         port = squatter.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"127.0.0.1:{port} is in use"):
             reserve_ports("127.0.0.1", [port])
+
+
+async def test_a_worker_that_keeps_failing_to_start_again_ends_the_supervisor(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Restarts that keep failing (here the TLS key vanished) end it with status 1."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    env = api_env(
+        database_url,
+        tmp_path,
+        CJ_API_TLS_CERT_FILE=str(cert_file),
+        CJ_API_TLS_KEY_FILE=str(key_file),
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with api_process(env) as api:
+            ready = await api.wait_for(is_event("api_workers_started"))
+            key_file.unlink()
+            os.kill(ready["pids"][0], signal.SIGKILL)
+            assert await api.process.wait() == 1
+    failed = [e for e in api.events if e.get("event") == "api_worker_start_failed"]
+    assert len(failed) == MAX_START_FAILURES - 1  # then the last one ends it
+    assert all(e["level"] == "error" for e in failed)
+    refused = next(e for e in api.events if e.get("event") == "refused_to_start")
+    assert f"({MAX_START_FAILURES} attempt(s)" in refused["error"]
+    # The other worker served until then, and was stopped gracefully.
+    assert any(e.get("event") == "api_stopping" for e in api.events)
