@@ -58,6 +58,7 @@ def start_api(url: str, workdir: Path, limits: bool) -> tuple[subprocess.Popen[b
         "CJ_STORAGE_BACKENDS_TEMP_PATH": str(workdir / "temp"),
         "CJ_STORAGE_BACKENDS_RECORDINGS_PATH": str(workdir / "recordings"),
         "CJ_LOGGING_LEVEL": "warning",
+        "CJ_API_WORKERS": "1",  # one event loop: what the per-token limits protect
         "CJ_AUTH_TOKENS": json.dumps(
             [
                 {"name": "flooder", "token": FLOODER, "roles": ["reader"]},

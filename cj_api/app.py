@@ -30,6 +30,7 @@ from cj_api.replica import open_read_database
 from cj_api.rest import create_rest_app
 from cj_api.rest_server import serve_rest
 from cj_api.service import CallJournalService
+from cj_api.workers import WorkerRole
 
 log = structlog.get_logger(__name__)
 
@@ -65,23 +66,30 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(
-    settings: ApiSettings,
-    *,
-    shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[ApiEndpoints] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve gRPC and REST until cancelled, or until `shutdown` is set.
-
-    On shutdown both listeners close at once; requests in flight get
-    `api.grace_period_s` to finish, then the process-wide resources close.
-    """
-    config = settings.api
+def check_settings(settings: ApiSettings) -> None:
+    """Refuse, before anything starts, what the API cannot serve with."""
     if not settings.auth.tokens:
         raise ApiConfigurationError(
             "auth.tokens is empty: configure at least one token (role agent for PBX agents, "
             "reader for clients); see README 'Configuration'"
         )
+
+
+async def serve(
+    settings: ApiSettings,
+    *,
+    shutdown: trio.Event | None = None,
+    worker: WorkerRole | None = None,
+    task_status: trio.TaskStatus[ApiEndpoints] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve gRPC and REST until cancelled, or until `shutdown` is set.
+
+    On shutdown both listeners close at once; requests in flight get
+    `api.grace_period_s` to finish, then the process-wide resources close. As one of
+    several `worker` processes (cj_api.workers) it shares the ports (SO_REUSEPORT).
+    """
+    config = settings.api
+    check_settings(settings)
     register_settings_secrets(settings)  # kept out of every log line from here on
     ssl_context = _ssl_context(settings)
     client_id = f"cj-api-{socket.gethostname()}-{os.getpid()}"
@@ -118,10 +126,12 @@ async def serve(
                 config.link_ttl_s,
             ),
             body_limits=body_limits(config),
+            health=worker.health if worker is not None else None,
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_purge_abandoned_uploads, storages)
+            if worker is None or worker.runs_singletons:
+                nursery.start_soon(_purge_abandoned_uploads, storages)
             grpc_port: int = await nursery.start(
                 functools.partial(
                     serve_grpc,
@@ -134,6 +144,7 @@ async def serve(
                     grace_period_s=config.grace_period_s,
                     shutdown_trigger=stop.wait,
                     on_auth_refused=functools.partial(_audit_grpc_refusal, service),
+                    reuse_port=worker is not None,
                 )
             )
             rest_port: int = await nursery.start(
@@ -148,6 +159,7 @@ async def serve(
                     h2_max_concurrent_streams=config.rest_h2_max_concurrent_streams,
                     keep_alive_timeout_s=config.rest_keep_alive_timeout_s,
                     shutdown_trigger=stop.wait,
+                    reuse_port=worker is not None,
                 )
             )
             endpoints = ApiEndpoints(config.host, grpc_port, rest_port, ssl_context is not None)

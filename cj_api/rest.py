@@ -60,7 +60,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -177,6 +177,7 @@ def create_rest_app(
     export_max_calls: int = 50_000,
     export_concurrency: int = 2,
     links: LinkSigner | None = None,
+    health: Callable[[], Mapping[str, object]] | None = None,
 ) -> QuartTrio:
     """The REST application, to be served by `cj_api.rest_server.serve_rest`.
 
@@ -184,7 +185,7 @@ def create_rest_app(
     bodies have their own, smaller limits). `body_limits` are the body rules (408 when
     one breaks); without them, `body_idle_timeout_s` alone (no rate or total rule).
     `console` serves the web console at `/`; `export_*` bound the ZIP exports
-    (`cj_api.export`).
+    (`cj_api.export`); `health` adds to `/healthz`'s answer (the worker processes).
     """
     if max_recording_bytes <= 0:
         raise ValueError("max_recording_bytes must be positive")
@@ -210,6 +211,7 @@ def create_rest_app(
     routes.register(app)
     routes.exports = (export_max_calls, trio.CapacityLimiter(export_concurrency))
     routes.links = links or LinkSigner(None, DEFAULT_LINK_TTL_S)
+    routes.health = health
     if console:
         register_console(app)
     app.register_error_handler(ServiceError, _on_service_error)
@@ -337,6 +339,7 @@ class _Routes:
         self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
         self.exports: tuple[int, trio.CapacityLimiter] = (50_000, trio.CapacityLimiter(2))
         self.links = LinkSigner(None, DEFAULT_LINK_TTL_S)
+        self.health: Callable[[], Mapping[str, object]] | None = None  # /healthz extras
 
     def register(self, app: QuartTrio) -> None:
         """Endpoint names are the OpenAPI operationIds (tests hold the two together)."""
@@ -564,7 +567,8 @@ class _Routes:
     # --- operations -----------------------------------------------------------------
 
     async def healthz(self) -> Response:
-        return _json({"status": "ok"})
+        extra = self.health() if self.health is not None else {}
+        return _json({"status": "ok", **extra})
 
     async def readyz(self) -> Response:
         await self._service.ready()

@@ -31,6 +31,7 @@ from quart_trio import QuartTrio
 
 from cj.errors import single_leaf
 from cj.logs import safe_error_text
+from cj_api.sockets import open_reuse_port_listeners
 
 __all__ = ["serve_rest"]
 
@@ -51,6 +52,7 @@ async def serve_rest(
     grace_period_s: float = 10.0,
     h2_max_concurrent_streams: int = 32,
     keep_alive_timeout_s: float = 5.0,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on `host:port` until `shutdown_trigger` returns (or we are cancelled).
@@ -63,7 +65,8 @@ async def serve_rest(
     buffers at most `BODY_BUFFER_BYTES` of its body), frames of 16 KiB, header blocks of
     16 KiB (431 beyond), TLS handshakes of 10 s, and a connection with no request open
     for `keep_alive_timeout_s` is closed (a connection that never sends a request too).
-    No access log: the app logs each request without its headers.
+    No access log: the app logs each request without its headers. `reuse_port` binds
+    with SO_REUSEPORT, to share the port with other worker processes (cj_api.sockets).
     """
     if (tls_cert_file is None) != (tls_key_file is None):
         raise ValueError("tls_cert_file and tls_key_file must be given together")
@@ -94,7 +97,9 @@ async def serve_rest(
     lifespan = Lifespan(wrapped, config, lifespan_state)
     context = WorkerContext(None)
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-        await trio.open_tcp_listeners(port, host=host)
+        await open_reuse_port_listeners(host, port)
+        if reuse_port
+        else await trio.open_tcp_listeners(port, host=host)
     )
     if tls:
         ssl_context = config.create_ssl_context()

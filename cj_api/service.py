@@ -73,7 +73,6 @@ T = TypeVar("T")
 MAX_CHECK_UUIDS = 1000
 MAX_REJECTIONS_REPORTED = 1000
 ADD_CALLS_BATCH = 500
-BULK_INGEST_STREAMS = 2  # AddCalls streams processed at once
 MAX_FILE_NAME = 255
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -155,7 +154,7 @@ class CallJournalService:
         self._read_db = read_db or db
         # Bulk streams take turns: a backlog of many agents at once must leave the event
         # loop room for searches (the streams wait in HTTP/2 flow control meanwhile).
-        self._bulk_ingest = trio.CapacityLimiter(BULK_INGEST_STREAMS)
+        self._bulk_ingest = trio.CapacityLimiter(config.ingest_streams)
         self._storages = storages
         self.holds = LegalHolds(db)  # admin: legal holds (cj_api/holds.py)
         self._publisher = publisher

@@ -68,8 +68,9 @@ MEANINGS: dict[str, str] = {
     "api.export_concurrency": "Exports running at once per cj-api process (more: 429).",
     "api.link_ttl_s": "Lifetime of a signed download link (the console's player and downloads).",
     "api.link_secret": (
-        "HMAC key of signed download links; unset: random per process (set one shared "
-        "secret when several cj-api processes serve the same clients)."
+        "HMAC key of signed download links; unset: random per cj-api (shared by its "
+        "workers; set one shared secret when several cj-api instances serve the same "
+        "clients)."
     ),
     "api.search_concurrency_per_token": (
         "Searches one token may run at once; more are refused with 429 (0: no limit)."
@@ -97,6 +98,15 @@ MEANINGS: dict[str, str] = {
     "api.audit_flush_interval_s": (
         "How often the counts of refused download attempts (bad token, limits) are "
         "written to the audit log."
+    ),
+    "api.ingest_streams": (
+        "AddCalls streams one cj-api worker processes at once; more wait (in HTTP/2 flow "
+        "control), so a backlog of many agents leaves the event loop to searches."
+    ),
+    "api.workers": (
+        "cj-api worker processes sharing the gRPC and REST ports (SO_REUSEPORT) under one "
+        'supervisor that restarts them; "auto": one per CPU; 1: serve in the one process '
+        '(docs/operations.md "Scaling out").'
     ),
     # encoder
     "encoder.concurrency": "Recordings encoded at once by one process (0: one per CPU).",

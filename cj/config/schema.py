@@ -307,13 +307,29 @@ class ApiConfig:
     download_recheck_interval_s: PositiveFloat = 1.0
     # Refused download attempts (bad token, limits) are counted and written this often.
     audit_flush_interval_s: PositiveFloat = 1.0
+    # Worker processes sharing the gRPC and REST ports (SO_REUSEPORT), under one
+    # supervisor that restarts them (cj_api/workers.py): a number, or "auto" for one per
+    # CPU. 1 serves in the one process. Per-token limits and export_concurrency hold
+    # per worker.
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    # AddCalls streams one worker processes at once; the others wait in HTTP/2 flow
+    # control, so that a backlog of many agents leaves the event loop to searches.
+    ingest_streams: Annotated[int, Field(ge=1, le=1000)] = 2
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("api.tls_cert_file and api.tls_key_file must be set together")
 
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes `workers` means on this machine."""
+        return _cpu_count() if self.workers == "auto" else self.workers
+
 
 def _cpu_count() -> int:
+    """The CPUs this process may run on (a container's cpuset, taskset), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 

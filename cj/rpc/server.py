@@ -202,17 +202,21 @@ class GrpcServer:
         host: str,
         port: int,
         *,
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on `host:port` and serve until cancelled or shut down.
 
         Reports the bound port through `task_status` (useful with port 0). Cancelling
-        it stops at once: the listener and every connection are closed.
+        it stops at once: the listener and every connection are closed. `reuse_port`
+        binds with SO_REUSEPORT (several processes serving one port).
         """
         if self._started:
             raise RuntimeError("GrpcServer.serve() can run only once per server")
         self._started = True
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        listener = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, reuse_port=reuse_port
+        )
         try:
             self.addresses = [
                 _host_port(sub.extra(anyio.abc.SocketAttribute.local_address))
@@ -499,10 +503,12 @@ async def serve_grpc(
     on_auth_failure: Callable[[AuthFailure], None] | None = None,
     on_auth_refused: OnAuthRefused | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `services` on `host:port` until cancelled, or until `shutdown_trigger`
     returns and the graceful shutdown completes (as in hypercorn's `serve`).
+    `reuse_port`: bind with SO_REUSEPORT, sharing the port with other processes.
 
     `task_status.started` receives the bound port. To stop gRPC and REST together on
     SIGTERM, set one `trio.Event` from a signal task and pass `event.wait` to both.
@@ -520,7 +526,7 @@ async def serve_grpc(
     async with trio.open_nursery() as nursery:
 
         async def run(task_status: trio.TaskStatus[int]) -> None:
-            await server.serve(host, port, task_status=task_status)
+            await server.serve(host, port, reuse_port=reuse_port, task_status=task_status)
             nursery.cancel_scope.cancel()  # done: stop waiting for the trigger
 
         bound_port: int = await nursery.start(run)

@@ -15,8 +15,13 @@ import trio
 from tests.fixtures.api import AGENT_TOKEN
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_api_process_stops_cleanly(database_url: str, tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "workers"), [(signal.SIGTERM, "1"), (signal.SIGINT, "1"), (signal.SIGINT, "2")]
+)
+async def test_api_process_stops_cleanly(
+    database_url: str, tmp_path: Path, signum: int, workers: str
+) -> None:
+    """One process, or a supervisor passing the signal to its workers (test_workers.py)."""
     env = {
         **os.environ,
         "CJ_DATABASE_URL": database_url,
@@ -26,6 +31,7 @@ async def test_api_process_stops_cleanly(database_url: str, tmp_path: Path, sign
         "CJ_STORAGE_BACKENDS_RECORDINGS_PATH": str(tmp_path / "recordings"),
         "CJ_AUTH_TOKENS": json.dumps([{"name": "a", "token": AGENT_TOKEN, "roles": ["agent"]}]),
         "CJ_LOGGING_FORMAT": "json",
+        "CJ_API_WORKERS": workers,
     }
     with trio.fail_after(30):
         process = await trio.lowlevel.open_process(
@@ -35,7 +41,7 @@ async def test_api_process_stops_cleanly(database_url: str, tmp_path: Path, sign
         seen = b""
         async for chunk in process.stderr:
             seen += chunk
-            if b'"running"' in seen:
+            if b'{"daemon": "cj-api", "event": "running"' in seen:
                 break
         process.send_signal(signum)
         async for chunk in process.stderr:

@@ -224,7 +224,7 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
         "",
         "| scenario | result | agents | calls (with recording) | searchers | ingest | calls/s "
         "| searches | p50 / p99 REST | p50 / p99 gRPC | p99 all (target ≤ 100 ms) "
-        "| REST server-side p50 / p99 | same searches idle p50 / p99 | errors "
+        "| server-side p50 / p99 REST · gRPC | same searches idle p50 / p99 | errors "
         "| load average at start |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -239,7 +239,8 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
             f"| {_ms(f, 'p50_rest_ms')} / {_ms(f, 'p99_rest_ms')} "
             f"| {_ms(f, 'p50_grpc_ms')} / {_ms(f, 'p99_grpc_ms')} "
             f"| {_ms(f, 'p99_ms')}, {target} "
-            f"| {_ms(f, 'p50_rest_server_ms')} / {_ms(f, 'p99_rest_server_ms')} "
+            f"| {_ms(f, 'p50_rest_server_ms')} / {_ms(f, 'p99_rest_server_ms')} · "
+            f"{_ms(f, 'p50_grpc_server_ms')} / {_ms(f, 'p99_grpc_server_ms')} "
             f"| {_ms(f, 'p50_idle_ms')} / {_ms(f, 'p99_idle_ms')} | {f.get('errors')} "
             f"| {f.get('loadavg_before', '–')} |"
         )
@@ -248,7 +249,9 @@ def _load_table(entries: list[Entry], outcome: dict[str, str]) -> list[str]:
         "Latencies are measured on the one machine that also runs PostgreSQL, SeaweedFS, "
         "cj-api, cj-encoder, the agents and the clients (and whatever else was running: see "
         "the load average); the server-side and idle columns separate the API's own time "
-        "from waiting for a CPU.",
+        "from waiting for a CPU. Server-side REST is the API's log of each request; gRPC "
+        "is estimated from the `cj_api_request_duration_seconds` buckets of a scrape after "
+        "the load (summed over the API's workers).",
         "",
     ]
     for e in entries:

@@ -77,6 +77,8 @@ class Stack:
     temp_extra: dict[str, Any] = field(default_factory=dict)
     lease_s: float = 5.0
     encoder_workers: int = 2
+    # cj-api worker processes (api.workers): one unless a test measures several.
+    api_workers: int | str = 1
     encoder_max_attempts: int = 40
     extra_env: dict[str, str] = field(default_factory=dict)
     spools: list[Spool] = field(default_factory=list)
@@ -119,6 +121,7 @@ class Stack:
             "CJ_API_GRPC_PORT": str(self.grpc_port),
             "CJ_API_REST_PORT": str(self.rest_port),
             "CJ_API_GRACE_PERIOD_S": "2",
+            "CJ_API_WORKERS": str(self.api_workers),
             # The load test's searchers share one reader token, as the people at one
             # search UI would, and the verifier downloads every recording at once: such
             # a deployment raises that token's limits.

@@ -72,6 +72,7 @@ async def _start_api(database_url: str, tmp_path: Path, nursery: trio.Nursery) -
         # per-token rate would refuse (tests/hostile/test_limits.py covers the limits).
         "CJ_API_SEARCH_RATE_PER_TOKEN": "0",
         "CJ_API_SEARCH_CONCURRENCY_PER_TOKEN": "0",
+        "CJ_API_WORKERS": "1",  # the memory of the one process that serves
     }
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "cj_api"], env=env, stderr=subprocess.PIPE
