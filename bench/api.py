@@ -127,6 +127,8 @@ def start_api(
         "CJ_STORAGE_BACKENDS_TEMP_PATH": str(workdir / "temp"),
         "CJ_STORAGE_BACKENDS_RECORDINGS_PATH": str(workdir / "recordings"),
         "CJ_LOGGING_LEVEL": "warning",
+        # One process: the figures are one worker's cost (CJ_API_WORKERS=auto to see all).
+        "CJ_API_WORKERS": os.environ.get("CJ_API_WORKERS", "1"),
         # One benchmark client searching as fast as it can is no flood (0: no limit).
         "CJ_API_SEARCH_RATE_PER_TOKEN": "0",
         "CJ_API_SEARCH_CONCURRENCY_PER_TOKEN": "0",
