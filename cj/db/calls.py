@@ -306,15 +306,18 @@ def upsert_calls(
         return _upsert_calls(conn, calls, allowed, actor)
 
 
-def _move_corrected(conn: Connection, params: list[dict[str, Any]]) -> dict[int, ForeignCall]:
+def _move_corrected(
+    conn: Connection, params: list[dict[str, Any]]
+) -> tuple[dict[int, ForeignCall], set[int]]:
     """Lock the calls' keys; move each stored call whose started_at changed (of a source
     the writer may write) to its new start. The calls of other sources, by index, which
-    stay untouched and are not written."""
+    stay untouched and are not written; and the indexes of the calls moved."""
     keys = {
         row["uuid"]: row
         for row in conn.execute(_KEYS, (list({p["uuid"] for p in params}),)).fetchall()
     }
     foreign: dict[int, ForeignCall] = {}
+    moved: set[int] = set()
     at: dict[uuid_module.UUID, Any] = {u: row["started_at"] for u, row in keys.items()}
     for index, param in enumerate(params):
         key = keys.get(param["uuid"])
@@ -328,7 +331,8 @@ def _move_corrected(conn: Connection, params: list[dict[str, Any]]) -> dict[int,
             continue
         conn.execute(_MOVE, {**param, "old_started_at": at[param["uuid"]]})
         at[param["uuid"]] = param["started_at"]
-    return foreign
+        moved.add(index)
+    return foreign, moved
 
 
 def _upsert_calls(
@@ -343,7 +347,7 @@ def _upsert_calls(
     ensure_partitions(conn, {c.started_at for c in calls})
     results: list[UpsertResult | None] = []
     params = [_call_params(c, allowed if allowed is not None else (c.source,)) for c in calls]
-    foreign = _move_corrected(conn, params)
+    foreign, moved = _move_corrected(conn, params)
     with conn.cursor() as cur:
         writes = [p for i, p in enumerate(params) if i not in foreign]
         if writes:
@@ -352,7 +356,10 @@ def _upsert_calls(
             if index in foreign:
                 results.append(foreign[index])
                 continue
-            results.append(_result(cur.fetchone(), param["allowed"]))
+            result = _result(cur.fetchone(), param["allowed"])
+            if index in moved and result is UpsertOutcome.UNCHANGED:
+                result = UpsertOutcome.UPDATED  # its start was all that changed
+            results.append(result)
             cur.nextset()
     hidden = [index for index, result in enumerate(results) if result is None]
     if hidden:
@@ -519,6 +526,8 @@ def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
         params["c_at"] = cursor.started_at
         params["c_uuid"] = cursor.uuid
         conditions.append("(c.started_at, c.uuid) < (%(c_at)s, %(c_uuid)s)")
+        # Implied by the row comparison, but only a plain bound prunes the newer months.
+        conditions.append("c.started_at <= %(c_at)s")
     params["limit"] = query.limit + 1
     where = " WHERE " + " AND ".join(conditions) if conditions else ""
     sql = (

@@ -7,7 +7,7 @@ A month's partition is made the first time ingest writes a call of that month (a
 of old CDRs included); calls of months that get none (before 2000, more than a year
 ahead) land in `calls_default` and are never refused. `maintain` makes the next months
 ahead and gives every month found in the default its own partition (moving its rows).
-Dropping whole months for CDR retention is cj/cdr_retention.py.
+`purge_partition` deletes a month's CDRs for retention (cj/cdr_retention.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cj.db.audit import audit
 from cj.db.pool import Connection
 
 DEFAULT_PARTITION = "calls_default"
@@ -104,3 +105,89 @@ def list_partitions(conn: Connection) -> list[Partition]:
 def _lower_bound_text(bound: str) -> str:
     # "FOR VALUES FROM ('2025-01-01 00:00:00+00') TO ('2025-02-01 00:00:00+00')"
     return bound.split("'")[1]
+
+
+# --- CDR retention: whole months --------------------------------------------------------
+
+# A call whose row must stay: under a legal hold, or with a recording whose objects are
+# still to delete (being encoded, or a purge that did not finish).
+_BLOCKED = """(EXISTS (SELECT 1 FROM legal_holds h WHERE h.call_uuid = p.uuid)
+      OR EXISTS (SELECT 1 FROM recordings r WHERE r.call_uuid = p.uuid
+                  AND (r.status <> 'purged' OR r.key IS NOT NULL
+                       OR r.original_key IS NOT NULL)))"""
+# What a dry run counts as kept: the audio purge that runs first would delete the rest.
+_BLOCKED_AFTER_AUDIO = """(EXISTS (SELECT 1 FROM legal_holds h WHERE h.call_uuid = p.uuid)
+      OR EXISTS (SELECT 1 FROM recordings r WHERE r.call_uuid = p.uuid
+                  AND r.status IN ('uploaded', 'encoding')))"""
+
+
+@dataclass(frozen=True)
+class MonthPurge:
+    """What purging one partition's CDRs did (or would do)."""
+
+    partition: str
+    calls: int  # calls deleted
+    kept: int  # calls kept: held, or with audio still to delete
+    dropped: bool  # the whole partition went
+
+
+def purge_partition(
+    conn: Connection,
+    partition: Partition,
+    *,
+    before: datetime,
+    actor: str,
+    dry_run: bool = False,
+) -> MonthPurge:
+    """Delete the calls of `partition` that started before `before`, with their keys and
+    recording rows, except held calls and calls whose audio is still stored (purge the
+    recordings first). A month with none to keep is dropped whole (one DROP TABLE, no
+    row-by-row delete of the calls themselves).
+
+    One transaction: `legal_holds` is locked against new holds until it commits, so a
+    hold placed meanwhile waits and then finds its call still there, or gone before it.
+    """
+    name = partition.name
+    table = f'"{name}"'  # a name from pg_class: calls_YYYY_MM or calls_default
+    whole = partition.upper is not None and partition.upper <= before
+    in_range = "true" if whole else "p.started_at < %(before)s"
+    params = {"before": before}
+    conn.execute("LOCK TABLE legal_holds IN SHARE MODE")
+    blocked = _BLOCKED_AFTER_AUDIO if dry_run else _BLOCKED
+    counted = conn.execute(
+        f"""SELECT count(*) FILTER (WHERE NOT {blocked}) AS calls,
+                   count(*) FILTER (WHERE {blocked}) AS kept
+              FROM {table} p WHERE {in_range}""",
+        params,
+    ).fetchone()
+    assert counted is not None
+    calls, kept = int(counted["calls"]), int(counted["kept"])
+    drop = whole and kept == 0 and name != DEFAULT_PARTITION
+    result = MonthPurge(name, calls, kept, drop)
+    if dry_run or calls == 0:
+        return result
+    conn.execute("SELECT set_config('cj.partition_maintenance', 'on', true)")
+    if drop:
+        conn.execute(
+            f"""DELETE FROM call_keys k USING {table} p
+                 WHERE k.uuid = p.uuid AND k.started_at = p.started_at"""
+        )
+        conn.execute(f"DROP TABLE {table}")
+    else:
+        conn.execute(
+            f"""DELETE FROM call_keys k USING {table} p
+                 WHERE k.uuid = p.uuid AND k.started_at = p.started_at
+                   AND {in_range} AND NOT {_BLOCKED}""",
+            params,
+        )
+        conn.execute(f"DELETE FROM {table} p WHERE {in_range} AND NOT {_BLOCKED}", params)
+    conn.execute("SELECT set_config('cj.partition_maintenance', '', true)")
+    audit(
+        conn,
+        actor=actor,
+        action="cdr_purge",
+        call_uuid=None,
+        result="dropped" if drop else "deleted",
+        detail={"partition": name, "calls": calls, "kept": kept, "before": before.isoformat()},
+    )
+    return result
