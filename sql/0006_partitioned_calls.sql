@@ -150,10 +150,17 @@ BEGIN
     IF cj_partition_maintenance() THEN
         RETURN NULL;
     END IF;
-    SELECT started_at INTO known FROM call_keys WHERE uuid = NEW.uuid;
-    IF NOT FOUND THEN
-        INSERT INTO call_keys (uuid, started_at) VALUES (NEW.uuid, NEW.started_at);
-    ELSIF known IS DISTINCT FROM NEW.started_at THEN
+    -- The conflict check always goes through the primary key, whatever the plan cache
+    -- thinks of the table's size (a plan made while call_keys was empty is a sequential
+    -- scan, and stays one through a COPY of millions of rows).
+    INSERT INTO call_keys (uuid, started_at) VALUES (NEW.uuid, NEW.started_at)
+        ON CONFLICT (uuid) DO NOTHING;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- Rare: planned afresh each time, with what the table holds now.
+    EXECUTE 'SELECT started_at FROM call_keys WHERE uuid = $1' INTO known USING NEW.uuid;
+    IF known IS DISTINCT FROM NEW.started_at THEN
         IF EXISTS (SELECT 1 FROM calls WHERE uuid = NEW.uuid AND started_at = known) THEN
             RAISE EXCEPTION 'call % is already stored with started_at %', NEW.uuid, known
                 USING ERRCODE = 'unique_violation', CONSTRAINT = 'call_keys_pkey';
