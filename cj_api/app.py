@@ -17,6 +17,7 @@ from cj.auth import Authenticator
 from cj.bodyrate import BodyLimits
 from cj.config import ApiConfig, ApiSettings, ConfigError
 from cj.db import Database, open_database
+from cj.db.partitions import run_partition_maintenance
 from cj.logs import register_settings_secrets
 from cj.queue import open_publisher
 from cj.rpc import AuthRefusal, GrpcLimits, make_server_ssl_context, serve_grpc
@@ -122,6 +123,7 @@ async def serve(
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_purge_abandoned_uploads, storages)
+            await nursery.start(run_partition_maintenance, db)
             grpc_port: int = await nursery.start(
                 functools.partial(
                     serve_grpc,

@@ -17,8 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+import structlog
+import trio
+
 from cj.db.audit import audit
-from cj.db.pool import Connection
+from cj.db.errors import DatabaseError
+from cj.db.pool import Connection, Database
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_PARTITION = "calls_default"
 
@@ -191,3 +198,26 @@ def purge_partition(
         detail={"partition": name, "calls": calls, "kept": kept, "before": before.isoformat()},
     )
     return result
+
+
+async def run_partition_maintenance(
+    db: Database,
+    *,
+    interval_s: float = 3600.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`maintain` now and every `interval_s` until cancelled (cj-api runs it): the next
+    months' partitions exist before their first call, and a backfill that landed in the
+    default partition gets its months. A database that is down is retried next time.
+    Started once the first pass is over (done or failed)."""
+    while True:
+        try:
+            made = await db.run(maintain)
+        except (DatabaseError, psycopg.Error) as exc:
+            log.warning("call_partitions_failed", error=str(exc))
+        else:
+            if made:
+                log.info("call_partitions_made", count=made)
+        task_status.started()
+        task_status = trio.TASK_STATUS_IGNORED
+        await trio.sleep(interval_s)

@@ -18,7 +18,12 @@ from cj.config import DatabaseConfig
 from cj.db import Connection, Database, open_database
 from cj.db.calls import ForeignCall, UpsertOutcome, get_call, upsert_call, upsert_calls
 from cj.db.migrate import default_sql_dir, migrate
-from cj.db.partitions import forget_known, list_partitions, maintain
+from cj.db.partitions import (
+    forget_known,
+    list_partitions,
+    maintain,
+    run_partition_maintenance,
+)
 from cj.db.recordings import create_recording
 from tests.factories import make_call
 
@@ -243,3 +248,23 @@ def test_the_migration_keeps_every_row(empty_database_url: str, tmp_path: Path) 
     }
     assert keys is not None and keys["n"] == 20
     assert left is not None and left["n"] == 0
+
+
+async def test_cj_api_maintenance_splits_the_default_when_it_starts(db: Database) -> None:
+    call = make_call(started_at=datetime(2017, 4, 4, tzinfo=UTC))
+    await run(
+        db,
+        lambda c: c.execute(
+            """INSERT INTO calls (uuid, caller_number, caller_digits_rev, destination_number,
+                                  destination_digits_rev, started_at)
+               VALUES (%s, '1', '1', '2', '2', %s)""",
+            (call.uuid, call.started_at),
+        ),
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_partition_maintenance, db)
+            assert await db.run(lambda c: where(c, call.uuid)) == [
+                ("calls_2017_04", call.started_at)
+            ]
+            nursery.cancel_scope.cancel()
