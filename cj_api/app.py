@@ -123,7 +123,13 @@ async def serve(
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_purge_abandoned_uploads, storages)
-            await nursery.start(run_partition_maintenance, db)
+            maintenance = trio.CancelScope()  # ends with the servers, not after them
+
+            async def maintain_partitions(task_status: trio.TaskStatus[None]) -> None:
+                with maintenance:
+                    await run_partition_maintenance(db, task_status=task_status)
+
+            await nursery.start(maintain_partitions)
             grpc_port: int = await nursery.start(
                 functools.partial(
                     serve_grpc,
@@ -166,6 +172,7 @@ async def serve(
             await shutdown.wait()
             log.info("api_stopping", grace_period_s=config.grace_period_s)
             stop.set()  # both servers drain and return
+            maintenance.cancel()
 
 
 async def _purge_abandoned_uploads(storages: Storages) -> None:
