@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import trio
 
+from cj.cdr_retention import CdrAge, CdrPurgeReport, format_cdr_report, purge_cdrs
 from cj.clitools import config_option, load_command_settings
 from cj.config import ToolSettings
 from cj.db import Connection, open_database
@@ -42,34 +43,72 @@ def operator() -> str:
     default=None,
     help="Days kept for sources without their own retention (default: retention.recordings_days).",
 )
+@click.option(
+    "--cdr-older-than",
+    "cdr_age",
+    default=None,
+    metavar="AGE",
+    help="Also delete the CDRs (call metadata) older than AGE (400d, 18m, 2y) by whole "
+    "months, their audio first; held calls stay.",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; change nothing.")
-def purge(config_path: Path | None, older_than_days: int | None, dry_run: bool) -> None:
+def purge(
+    config_path: Path | None, older_than_days: int | None, cdr_age: str | None, dry_run: bool
+) -> None:
     """Delete recordings past retention (metadata stays; downloads answer 410).
 
     Each source keeps its recordings retention.by_source days, the others
     retention.recordings_days (or --older-than-days). Calls under a legal hold are never
-    purged. Run it daily (cron or a systemd timer); safe to interrupt and to run again.
+    purged. With --cdr-older-than, the calls themselves go too once that old (a month at a
+    time: see docs/operations.md). Run it daily (cron or a systemd timer); safe to
+    interrupt and to run again.
     """
     settings = load_command_settings(ToolSettings, config_path)
+    now = datetime.now(UTC)
     try:
-        policy = RetentionPolicy.from_config(
-            settings.retention, now=datetime.now(UTC), override_days=older_than_days
+        cdr_older_than = CdrAge.parse(cdr_age) if cdr_age is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cdr-older-than") from None
+    try:
+        policy: RetentionPolicy | None = RetentionPolicy.from_config(
+            settings.retention, now=now, override_days=older_than_days
         )
     except RetentionError as exc:
-        raise click.UsageError(str(exc)) from None
+        if cdr_older_than is None:
+            raise click.UsageError(str(exc)) from None
+        policy = None  # only CDRs to purge
 
-    async def run() -> PurgeReport:
+    async def run() -> tuple[PurgeReport | None, CdrPurgeReport | None]:
         async with (
             open_database(settings.database) as db,
             open_storages(settings.storage) as storages,
         ):
-            return await purge_recordings(db, storages, policy, actor=operator(), dry_run=dry_run)
+            recordings = cdrs = None
+            if policy is not None:
+                recordings = await purge_recordings(
+                    db, storages, policy, actor=operator(), dry_run=dry_run
+                )
+            if cdr_older_than is not None:
+                cdrs = await purge_cdrs(
+                    db,
+                    storages,
+                    older_than=cdr_older_than,
+                    now=now,
+                    actor=operator(),
+                    dry_run=dry_run,
+                )
+            return recordings, cdrs
 
     try:
-        report = trio.run(run)
+        recordings, cdrs = trio.run(run)
     except (DatabaseError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(format_report(report, dry_run=dry_run))
+    if recordings is not None:
+        click.echo(format_report(recordings, dry_run=dry_run))
+    if cdrs is not None:
+        if cdrs.audio is not None and (cdrs.audio.recordings or cdrs.audio.held):
+            click.echo(format_report(cdrs.audio, dry_run=dry_run))
+        click.echo("\n".join(format_cdr_report(cdrs, dry_run=dry_run)))
 
 
 def format_report(report: PurgeReport, *, dry_run: bool) -> str:

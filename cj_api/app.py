@@ -17,6 +17,7 @@ from cj.auth import Authenticator
 from cj.bodyrate import BodyLimits
 from cj.config import ApiConfig, ApiSettings, ConfigError
 from cj.db import Database, open_database
+from cj.db.partitions import run_partition_maintenance
 from cj.logs import register_settings_secrets
 from cj.queue import open_publisher
 from cj.rpc import AuthRefusal, GrpcLimits, make_server_ssl_context, serve_grpc
@@ -130,8 +131,15 @@ async def serve(
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            if worker is None or worker.runs_singletons:
+            maintenance = trio.CancelScope()  # ends with the servers, not after them
+            if worker is None or worker.runs_singletons:  # once per service, not per worker
                 nursery.start_soon(_purge_abandoned_uploads, storages)
+
+                async def maintain_partitions(task_status: trio.TaskStatus[None]) -> None:
+                    with maintenance:
+                        await run_partition_maintenance(db, task_status=task_status)
+
+                await nursery.start(maintain_partitions)
             grpc_port: int = await nursery.start(
                 functools.partial(
                     serve_grpc,
@@ -176,6 +184,7 @@ async def serve(
             await shutdown.wait()
             log.info("api_stopping", grace_period_s=config.grace_period_s)
             stop.set()  # both servers drain and return
+            maintenance.cancel()
 
 
 async def _purge_abandoned_uploads(storages: Storages) -> None:

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from cj.db.audit import set_audit_context
 from cj.db.paging import Cursor, decode_token, encode_token, query_fingerprint
+from cj.db.partitions import ensure_partitions
 from cj.db.pool import Connection
 from cj.model import Call, Direction, Recording, RecordingStatus
 from cj.phone import PhoneNumber, search_key
@@ -164,12 +165,14 @@ _UPDATED_COLUMNS = tuple(c for c in _CALL_COLUMNS if c not in ("source", "privat
 # One statement, so the decision cannot race: the conflict branch updates only a call
 # of a source the writer may write (`allowed`), and only when something changes;
 # private is sticky (an update may set it, never clear it). The outer SELECT reads the
-# row as it was before the statement, to tell a foreign call from an unchanged one.
+# row as it was before the statement, to tell a foreign call from an unchanged one, and
+# an insert from an update (a partitioned table cannot return xmax): a row this
+# statement wrote that its snapshot did not hold, made by this transaction.
 _UPSERT = f"""
 WITH written AS (
     INSERT INTO calls AS c (uuid, {", ".join(_CALL_COLUMNS)})
     VALUES (%(uuid)s, {", ".join(f"%({c})s" for c in _CALL_COLUMNS)})
-    ON CONFLICT (uuid) DO UPDATE
+    ON CONFLICT (uuid, started_at) DO UPDATE
        SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED_COLUMNS)},
            private = c.private OR EXCLUDED.private,
            updated_at = now()
@@ -177,12 +180,32 @@ WITH written AS (
        AND ({", ".join(f"c.{c}" for c in _UPDATED_COLUMNS)}, c.private)
            IS DISTINCT FROM
            ({", ".join(f"EXCLUDED.{c}" for c in _UPDATED_COLUMNS)}, c.private OR EXCLUDED.private)
-    RETURNING (xmax = 0) AS inserted
+    RETURNING c.created_at = now() AS fresh
 )
-SELECT w.inserted, before.source AS owner
+SELECT CASE WHEN w.fresh THEN before.uuid IS NULL ELSE w.fresh END AS inserted,
+       before.source AS owner
   FROM (VALUES (1)) AS one (x)
   LEFT JOIN written AS w ON true
-  LEFT JOIN calls AS before ON before.uuid = %(uuid)s
+  LEFT JOIN calls AS before ON before.uuid = %(uuid)s AND before.started_at = %(started_at)s
+"""
+
+# `calls` is partitioned by month of started_at (sql/0006): a uuid is unique through its
+# key in call_keys, which this locks for the rest of the transaction (so concurrent
+# writers of one call queue up), with the owner of the row the key points to.
+_KEYS = """
+SELECT k.uuid, k.started_at, c.source
+  FROM call_keys k
+  LEFT JOIN calls c ON c.uuid = k.uuid AND c.started_at = k.started_at
+ WHERE k.uuid = ANY(%s)
+   FOR UPDATE OF k
+"""
+
+# A call re-sent with another start moves to it (into another month's partition, maybe)
+# before the upsert applies the rest; the three times move together for the CHECKs.
+_MOVE = """
+UPDATE calls SET started_at = %(started_at)s, answered_at = %(answered_at)s,
+                 ended_at = %(ended_at)s, updated_at = now()
+ WHERE uuid = %(uuid)s AND started_at = %(old_started_at)s
 """
 
 
@@ -284,17 +307,60 @@ def upsert_calls(
         return _upsert_calls(conn, calls, allowed, actor)
 
 
+def _move_corrected(
+    conn: Connection, params: list[dict[str, Any]]
+) -> tuple[dict[int, ForeignCall], set[int]]:
+    """Lock the calls' keys; move each stored call whose started_at changed (of a source
+    the writer may write) to its new start. The calls of other sources, by index, which
+    stay untouched and are not written; and the indexes of the calls moved."""
+    keys = {
+        row["uuid"]: row
+        for row in conn.execute(_KEYS, (list({p["uuid"] for p in params}),)).fetchall()
+    }
+    foreign: dict[int, ForeignCall] = {}
+    moved: set[int] = set()
+    at: dict[uuid_module.UUID, Any] = {u: row["started_at"] for u, row in keys.items()}
+    for index, param in enumerate(params):
+        key = keys.get(param["uuid"])
+        if key is None or at[param["uuid"]] == param["started_at"]:
+            continue
+        owner = key["source"]
+        if owner is None:
+            continue  # a key left behind by a row deleted by hand: the upsert inserts
+        if owner not in param["allowed"]:
+            foreign[index] = ForeignCall(owner)
+            continue
+        conn.execute(_MOVE, {**param, "old_started_at": at[param["uuid"]]})
+        at[param["uuid"]] = param["started_at"]
+        moved.add(index)
+    return foreign, moved
+
+
 def _upsert_calls(
     conn: Connection, calls: Sequence[Call], allowed: Sequence[str] | None, actor: str | None
 ) -> list[UpsertResult]:
     if actor is not None:
         set_audit_context(conn, actor=actor, reason="ingest")
+    starts: dict[uuid_module.UUID, datetime] = {}
+    if any(starts.setdefault(c.uuid, c.started_at) != c.started_at for c in calls):
+        # One uuid at two starts in one batch: moves must follow the writes, one by one.
+        return [r for c in calls for r in _upsert_calls(conn, [c], allowed, actor)]
+    ensure_partitions(conn, {c.started_at for c in calls})
     results: list[UpsertResult | None] = []
     params = [_call_params(c, allowed if allowed is not None else (c.source,)) for c in calls]
+    foreign, moved = _move_corrected(conn, params)
     with conn.cursor() as cur:
-        cur.executemany(_UPSERT, params, returning=True)
-        for param in params:
-            results.append(_result(cur.fetchone(), param["allowed"]))
+        writes = [p for i, p in enumerate(params) if i not in foreign]
+        if writes:
+            cur.executemany(_UPSERT, writes, returning=True)
+        for index, param in enumerate(params):
+            if index in foreign:
+                results.append(foreign[index])
+                continue
+            result = _result(cur.fetchone(), param["allowed"])
+            if index in moved and result is UpsertOutcome.UNCHANGED:
+                result = UpsertOutcome.UPDATED  # its start was all that changed
+            results.append(result)
             cur.nextset()
     hidden = [index for index, result in enumerate(results) if result is None]
     if hidden:
@@ -462,6 +528,8 @@ def search_where(query: SearchQuery) -> tuple[str, dict[str, Any]]:
         params["c_at"] = cursor.started_at
         params["c_uuid"] = cursor.uuid
         conditions.append("(c.started_at, c.uuid) < (%(c_at)s, %(c_uuid)s)")
+        # Implied by the row comparison, but only a plain bound prunes the newer months.
+        conditions.append("c.started_at <= %(c_at)s")
     params["limit"] = query.limit + 1  # one more: is there a next page?
     where = " WHERE " + " AND ".join(conditions) if conditions else ""
     return where + " ORDER BY c.started_at DESC, c.uuid DESC LIMIT %(limit)s", params

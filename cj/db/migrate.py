@@ -102,6 +102,7 @@ def migrate(conninfo: str, directory: Path | None = None) -> list[Migration]:
                     continue
                 _apply(conn, migration)
                 applied_now.append(migration)
+            _maintain_partitions(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return applied_now
@@ -119,6 +120,15 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -
     except psycopg.Error as exc:
         raise MigrationError(f"migration {label} failed: {exc}") from exc
     log.info("migration_applied", migration=label)
+
+
+def _maintain_partitions(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Make the months ahead's partitions of `calls` (sql/0006), each migrate."""
+    exists = conn.execute("SELECT to_regproc('cj_calls_maintain') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        made = conn.execute("SELECT cj_calls_maintain()").fetchone()
+        if made and made[0]:
+            log.info("call_partitions_made", count=made[0])
 
 
 def pending(conninfo: str, directory: Path | None = None) -> list[Migration]:

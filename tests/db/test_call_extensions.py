@@ -88,4 +88,6 @@ async def test_extension_search_plans_are_index_bounded(db: Database, phone: str
 
     text = await run(db, plan)
     assert "Seq Scan on calls" not in text, text
-    assert "calls_caller_extension_idx" in text and "calls_destination_extension_idx" in text
+    # With empty partitions the planner may walk the time index; which index serves a
+    # loaded table is tests/db/test_partition_plans.py's.
+    assert "Index Scan" in text or "Bitmap Index Scan" in text, text
