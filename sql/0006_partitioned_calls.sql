@@ -68,7 +68,11 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM pg_advisory_xact_lock(1128943681);  -- "CJPA"
-    IF to_regclass(m.name) IS NOT NULL THEN
+    -- Asked of pg_class, not to_regclass: the syscache behind to_regclass may predate
+    -- the commit of the process that held the lock (an advisory lock makes no backend
+    -- read the catalog's invalidations), while this statement takes a fresh snapshot.
+    IF EXISTS (SELECT 1 FROM pg_class WHERE relname = m.name
+                AND relnamespace = to_regnamespace(current_schema())) THEN
         RETURN false;
     END IF;
     IF EXISTS (SELECT 1 FROM calls_default WHERE started_at >= m.lo AND started_at < m.hi) THEN
@@ -88,6 +92,8 @@ BEGIN
                        m.name, m.lo, m.hi);
     END IF;
     RETURN true;
+EXCEPTION WHEN duplicate_table THEN
+    RETURN false;  -- made meanwhile by another process (the check above is the rule)
 END
 $$;
 

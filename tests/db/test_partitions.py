@@ -268,3 +268,44 @@ async def test_cj_api_maintenance_splits_the_default_when_it_starts(db: Database
                 ("calls_2017_04", call.started_at)
             ]
             nursery.cancel_scope.cancel()
+
+
+async def test_two_processes_making_one_month_race_without_an_error(
+    database_config: DatabaseConfig,
+) -> None:
+    # A holds the partition lock with the month made but not committed; B asks for the
+    # same month and waits on the lock; once A commits, B finds the month made (its
+    # catalog cache, read before, did not know it: DuplicateTable here, before).
+    url = database_config.url.get_secret_value()
+    month = datetime(2018, 3, 10, tzinfo=UTC)
+    first = psycopg.connect(url)
+    second = psycopg.connect(url, autocommit=True)
+    watcher = psycopg.connect(url, autocommit=True)
+    try:
+        assert first.execute("SELECT cj_calls_create_partition(%s)", (month,)).fetchone() == (
+            True,
+        )
+        second_pid = second.info.backend_pid
+        second.execute("SELECT to_regclass('calls_2018_03')")  # warm B's catalog cache
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                answer: list[Any] = []
+
+                def ask() -> None:
+                    row = second.execute("SELECT cj_calls_create_partition(%s)", (month,))
+                    answer.append(row.fetchone())
+
+                nursery.start_soon(trio.to_thread.run_sync, ask)
+                while not watcher.execute(  # PostgreSQL says when B waits; nothing else can
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event = 'advisory'",
+                    (second_pid,),
+                ).fetchone():
+                    await trio.sleep(0.01)
+                first.commit()
+        assert answer == [(False,)]
+        assert watcher.execute("SELECT to_regclass('calls_2018_03')::text").fetchone() == (
+            "calls_2018_03",
+        )
+    finally:
+        for conn in (first, second, watcher):
+            conn.close()
