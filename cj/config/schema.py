@@ -310,7 +310,7 @@ class ApiConfig:
     # Worker processes sharing the gRPC and REST ports (SO_REUSEPORT), under one
     # supervisor that restarts them (cj_api/workers.py): a number, or "auto" for one per
     # CPU. 1 serves in the one process. Per-token limits and export_concurrency hold
-    # per worker.
+    # for all workers together (a table they share).
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     # AddCalls streams one worker processes at once; the others wait in HTTP/2 flow
     # control, so that a backlog of many agents leaves the event loop to searches.
