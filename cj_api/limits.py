@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -62,6 +62,8 @@ class LimitExceeded(ServiceError):
 
 # A token at its concurrency limit is told to come back after this long.
 _CONCURRENCY_RETRY_S = 1.0
+
+_T = TypeVar("_T")
 
 
 class LimitState(Protocol):
@@ -105,57 +107,60 @@ class TokenLimits:
         """Spend `cost` from the bucket and hold a slot for the block, or raise
         LimitExceeded."""
         limit = self.limit_for(token_name)
-        with self._locked(token_name) as state:
+
+        def enter(state: LimitState) -> None:
             self._check_slot(token_name, limit, state)
             self._take(token_name, limit, cost, state)
             state.add_active(1)
+
+        self._with_state(token_name, enter)
         try:
             yield
         finally:
-            self._release(token_name)
+            self._with_state(token_name, _release)
 
     @contextmanager
     def hold(self, token_name: str) -> Iterator[None]:
         """Hold one of `token_name`'s concurrent slots for the block (no bucket)."""
         limit = self.limit_for(token_name)
-        with self._locked(token_name) as state:
+
+        def enter(state: LimitState) -> None:
             self._check_slot(token_name, limit, state)
             state.add_active(1)
+
+        self._with_state(token_name, enter)
         try:
             yield
         finally:
-            self._release(token_name)
+            self._with_state(token_name, _release)
 
     def take(self, token_name: str, cost: float = 1.0) -> None:
         """Spend `cost` requests from `token_name`'s bucket, or raise LimitExceeded.
 
         A cost above the burst is charged as the burst (it must stay possible)."""
         limit = self.limit_for(token_name)
-        if not limit.rate_per_s:
-            return
-        with self._locked(token_name) as state:
-            self._take(token_name, limit, cost, state)
+        if limit.rate_per_s:
+            self._with_state(token_name, lambda s: self._take(token_name, limit, cost, s))
 
     def active(self, token_name: str) -> int:
         """How many of `token_name`'s requests hold a slot (in every worker)."""
-        with self._locked(token_name) as state:
-            return state.active()
+        return self._with_state(token_name, _active)
 
-    def _release(self, token_name: str) -> None:
-        with self._locked(token_name) as state:
-            state.add_active(-1)
-
-    @contextmanager
-    def _locked(self, token_name: str) -> Iterator[LimitState]:
-        if self._table is None:
+    def _with_state(self, token_name: str, action: Callable[[LimitState], _T]) -> _T:
+        """`action` on the token's state, under the table's lock if shared (a plain
+        call, not a context manager: this runs twice a request, see bench/limits.py)."""
+        table = self._table
+        if table is None:
             state = self._states.get(token_name)
             if state is None:
                 # Token names come from configuration, so this dict is bounded by it.
                 state = self._states[token_name] = MemoryState()
-            yield state
-            return
-        with self._table.locked():
-            yield self._table.state((self._what, token_name))
+            return action(state)
+        table.lock()
+        try:
+            return action(table.state((self._what, token_name)))
+        finally:
+            table.unlock()
 
     def _check_slot(self, token_name: str, limit: Limit, state: LimitState) -> None:
         if limit.concurrency and state.active() >= limit.concurrency:
@@ -214,6 +219,14 @@ class SharedCapacity:
     def release_on_behalf_of(self, borrower: object) -> None:
         with self._table.locked():
             self._table.state(self._key).add_active(-1)
+
+
+def _release(state: LimitState) -> None:
+    state.add_active(-1)
+
+
+def _active(state: LimitState) -> int:
+    return state.active()
 
 
 def search_limit(config: ApiConfig) -> Limit:

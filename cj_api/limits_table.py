@@ -77,14 +77,14 @@ class MemoryState:
 class _SharedState:
     """One key's table slot, as seen by worker `worker` (valid under the table lock)."""
 
-    __slots__ = ("_counts", "_map", "_offset", "_worker", "_workers")
+    __slots__ = ("_all_counts", "_counts", "_map", "_offset", "_worker")
 
     def __init__(self, table: mmap.mmap, offset: int, worker: int | None, workers: int) -> None:
         self._map = table
         self._offset = offset + _KEY_SIZE
         self._counts = self._offset + _BUCKET.size
         self._worker = worker
-        self._workers = workers
+        self._all_counts = struct.Struct(f"={workers}q")
 
     @property
     def tokens(self) -> float:
@@ -103,8 +103,7 @@ class _SharedState:
         struct.pack_into("=d", self._map, self._offset + 8, value)
 
     def active(self) -> int:
-        counts = struct.unpack_from(f"={self._workers}q", self._map, self._counts)
-        return int(sum(counts))
+        return int(sum(self._all_counts.unpack_from(self._map, self._counts)))
 
     def add_active(self, delta: int) -> None:
         if self._worker is None:
@@ -159,17 +158,24 @@ class LimitTable:
         self._map.close()
         os.close(self._fd)
 
+    def lock(self) -> None:
+        """Take the table lock (every process's; waits for it); keep it briefly."""
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+
+    def unlock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the table lock (every process's) for the block; keep it short."""
-        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+        """Hold the table lock for the block (lock/unlock: without a generator's cost)."""
+        self.lock()
         try:
             yield
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+            self.unlock()
 
     def state(self, key: tuple[str, str]) -> _SharedState | MemoryState:
-        """The state of `key` (kind, token name); call it under `locked()`."""
+        """The state of `key` (kind, token name); call it with the lock held."""
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = self._find(key)

@@ -284,7 +284,7 @@ class ApiConfig:
     # The web console (cj_api/console/) at `/` of the REST port.
     console: bool = True
     # Bulk export (cj_api/export.py): calls per ZIP (its central directory is held in
-    # memory, ~0.5 KB a member), and exports running at once per process.
+    # memory, ~0.5 KB a member), and exports running at once (all workers together).
     export_max_calls: PositiveInt = 50_000
     export_concurrency: PositiveInt = 2
     # Signed download links (cj_api/links.py): lifetime, and the HMAC secret (unset: a
