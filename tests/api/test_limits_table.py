@@ -7,7 +7,9 @@ counts of a worker that died (it never released them) are given back by
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -105,6 +107,46 @@ def test_a_full_table_falls_back_to_this_process(tmp_path: Path) -> None:
         with limits.hold(name), pytest.raises(LimitExceeded), limits.hold(name):
             pass
     assert table.capacity == 2
+
+
+def _take_all(
+    path: str, worker: int, tries: int, start: Any, answers: multiprocessing.Queue[int]
+) -> None:
+    limits = TokenLimits(
+        "search", Limit(0, 1e-9, 10_000), table=LimitTable.open(Path(path), worker)
+    )
+    start.wait(timeout=60)  # a multiprocessing Barrier: both race from here
+    taken = 0
+    for _ in range(tries):
+        try:
+            limits.take("reader")
+            taken += 1
+        except LimitExceeded:
+            pass
+    answers.put(taken)
+
+
+def test_processes_taking_at_once_never_overspend_the_bucket(table_file: Path) -> None:
+    """Two real processes race for one bucket: together they get exactly its burst (the
+    lock makes each read-modify-write whole)."""
+    context = multiprocessing.get_context("spawn")
+    answers: multiprocessing.Queue[int] = context.Queue()
+    start = context.Barrier(2)
+    racers = [
+        context.Process(target=_take_all, args=(str(table_file), worker, 8_000, start, answers))
+        for worker in (0, 1)
+    ]
+    for racer in racers:
+        racer.start()
+    try:
+        taken = [answers.get(timeout=60) for _ in racers]
+    finally:
+        for racer in racers:
+            racer.join(timeout=10)
+            if racer.is_alive():
+                racer.kill()
+    assert sum(taken) == 10_000
+    assert min(taken) >= 2_000  # each tries 8,000 times: both took part
 
 
 def test_a_worker_slot_outside_the_table_is_refused(table_file: Path) -> None:
