@@ -59,7 +59,14 @@ def serve(config_path: Path | None) -> None:
 @click.option("--slot", type=int, required=True)
 @click.option("--control-fd", type=int, required=True)
 @click.option("--status-file", type=click.Path(path_type=Path), required=True)
-def worker(config_path: Path | None, slot: int, control_fd: int, status_file: Path) -> None:
+@click.option("--limits-file", type=click.Path(path_type=Path), default=None)
+def worker(
+    config_path: Path | None,
+    slot: int,
+    control_fd: int,
+    status_file: Path,
+    limits_file: Path | None,
+) -> None:
     """One worker process, started by `cj-api serve` (cj_api/workers.py)."""
     from cj.daemon import run_daemon
     from cj_api.app import serve as serve_api
@@ -69,7 +76,7 @@ def worker(config_path: Path | None, slot: int, control_fd: int, status_file: Pa
     control = socket.socket(fileno=control_fd)
     settings = load_command_settings(ApiSettings, config_path)
     structlog.contextvars.bind_contextvars(worker=slot)
-    role = WorkerRole(slot, status_file)
+    role = WorkerRole(slot, status_file, limits_file)
 
     async def run(
         settings: ApiSettings,

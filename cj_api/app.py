@@ -25,6 +25,8 @@ from cj.storage import FilesystemStorage, StorageError, Storages, open_storages
 from cj_api.audit_buffer import AuditAggregator
 from cj_api.download_watch import DownloadRegistry, DownloadWatcher
 from cj_api.grpc_service import CallJournalGrpc
+from cj_api.limits import SharedCapacity
+from cj_api.limits_table import LimitTable
 from cj_api.links import LinkSigner
 from cj_api.metrics import ApiMetrics
 from cj_api.replica import open_read_database
@@ -100,6 +102,7 @@ async def serve(
         open_storages(settings.storage) as storages,
         open_publisher(settings.queue, db, client_id=client_id) as publisher,
         open_download_watch(settings, db) as (registry, aggregator),
+        open_limits_table(worker) as limits_table,
     ):
         metrics = ApiMetrics()
         read_db = reads.bind(db, metrics.replica_fallback_reads)
@@ -112,6 +115,7 @@ async def serve(
             metrics=metrics,
             registry=registry,
             aggregator=aggregator,
+            limits_table=limits_table,
         )
         authenticator = Authenticator(settings.auth)
         rest_app = create_rest_app(
@@ -122,6 +126,11 @@ async def serve(
             console=config.console,
             export_max_calls=config.export_max_calls,
             export_concurrency=config.export_concurrency,
+            export_limiter=(
+                SharedCapacity("export", config.export_concurrency, limits_table)
+                if limits_table is not None
+                else None
+            ),
             links=LinkSigner(
                 config.link_secret.get_secret_value().encode() if config.link_secret else None,
                 config.link_ttl_s,
@@ -185,6 +194,19 @@ async def serve(
             log.info("api_stopping", grace_period_s=config.grace_period_s)
             stop.set()  # both servers drain and return
             maintenance.cancel()
+
+
+@asynccontextmanager
+async def open_limits_table(worker: WorkerRole | None) -> AsyncIterator[LimitTable | None]:
+    """The per-token limits' table shared with the other workers (None: one process)."""
+    if worker is None or worker.limits_file is None:
+        yield None
+        return
+    table = LimitTable.open(worker.limits_file, worker.slot)
+    try:
+        yield table
+    finally:
+        table.close()
 
 
 async def _purge_abandoned_uploads(storages: Storages) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import structlog
 import trio
@@ -60,6 +60,7 @@ __all__ = [
     "EXPORT_PAGE_SIZE",
     "MANIFEST_FIELDS",
     "CallsExport",
+    "Capacity",
     "ExportStatus",
     "export_query_from_params",
     "member_name",
@@ -87,6 +88,21 @@ MANIFEST_FIELDS = (
     "detail",
 )
 _PLAIN_NUMBER = re.compile(r"^[+-]?[0-9 ().-]*$")
+
+
+class Capacity(Protocol):
+    """What an export uses of a trio.CapacityLimiter (cj_api.limits.SharedCapacity is
+    one too: its places are counted across every worker)."""
+
+    @property
+    def total_tokens(self) -> int | float: ...
+
+    @property
+    def available_tokens(self) -> int | float: ...
+
+    def acquire_on_behalf_of_nowait(self, borrower: Any) -> None: ...
+
+    def release_on_behalf_of(self, borrower: Any) -> None: ...
 
 
 class ExportStatus(StrEnum):
@@ -196,7 +212,7 @@ class CallsExport(ResponseBody):
         query: SearchQuery,
         *,
         max_calls: int,
-        limiter: trio.CapacityLimiter | None = None,
+        limiter: Capacity | None = None,
     ) -> None:
         self._service = service
         self._principal = principal
@@ -370,7 +386,7 @@ class CallsExport(ResponseBody):
         yield sink.take()
 
 
-def _too_many(limiter: trio.CapacityLimiter) -> RestError:
+def _too_many(limiter: Capacity) -> RestError:
     return RestError(
         ErrorCode.RESOURCE_EXHAUSTED,
         f"{limiter.total_tokens:g} exports are running already; retry when one has finished",

@@ -84,7 +84,7 @@ from cj_api import openapi
 from cj_api.admin_codec import hold_change_to_json, hold_request_from_json, hold_to_json
 from cj_api.console import register_console
 from cj_api.downloads import DownloadInfo
-from cj_api.export import CallsExport, export_query_from_params
+from cj_api.export import CallsExport, Capacity, export_query_from_params
 from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
 from cj_api.links import LINK_PARAMETER, LinkSigner, export_resource, recording_resource
 from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
@@ -176,6 +176,7 @@ def create_rest_app(
     console: bool = True,
     export_max_calls: int = 50_000,
     export_concurrency: int = 2,
+    export_limiter: Capacity | None = None,
     links: LinkSigner | None = None,
     health: Callable[[], Mapping[str, object]] | None = None,
 ) -> QuartTrio:
@@ -209,7 +210,9 @@ def create_rest_app(
 
     routes = _Routes(service, authenticator, metrics, body_limits)
     routes.register(app)
-    routes.exports = (export_max_calls, trio.CapacityLimiter(export_concurrency))
+    # `export_limiter` (shared by the workers) replaces this process's own.
+    limiter = export_limiter or trio.CapacityLimiter(export_concurrency)
+    routes.exports = (export_max_calls, limiter)
     routes.links = links or LinkSigner(None, DEFAULT_LINK_TTL_S)
     routes.health = health
     if console:
@@ -337,7 +340,7 @@ class _Routes:
         self._metrics = metrics
         self._body_limits = body_limits
         self._openapi = json.dumps(openapi.document(), separators=(",", ":")).encode()
-        self.exports: tuple[int, trio.CapacityLimiter] = (50_000, trio.CapacityLimiter(2))
+        self.exports: tuple[int, Capacity] = (50_000, trio.CapacityLimiter(2))
         self.links = LinkSigner(None, DEFAULT_LINK_TTL_S)
         self.health: Callable[[], Mapping[str, object]] | None = None  # /healthz extras
 

@@ -64,6 +64,7 @@ from cj_api.limits import (
     search_limit,
     slow_refusal,
 )
+from cj_api.limits_table import LimitTable
 from cj_api.metrics import ApiMetrics
 
 log = structlog.get_logger(__name__)
@@ -148,6 +149,7 @@ class CallJournalService:
         metrics: ApiMetrics,
         registry: DownloadRegistry | None = None,
         aggregator: AuditAggregator | None = None,
+        limits_table: LimitTable | None = None,
     ) -> None:
         self._db = db
         # Reads have their own pool: searches must not wait behind a burst of commits.
@@ -160,14 +162,14 @@ class CallJournalService:
         self._publisher = publisher
         self._config = config
         self._metrics = metrics
-        self._search_limits = TokenLimits("search", search_limit(config))
+        self._search_limits = TokenLimits("search", search_limit(config), table=limits_table)
         self.downloads = Downloads(
             db=db,
             # The primary: a replica behind a call made private would still say public.
             read_db=db,
             storages=storages,
             metrics=metrics,
-            limits=TokenLimits("download", download_limit(config)),
+            limits=TokenLimits("download", download_limit(config), table=limits_table),
             refusal_delay_s=config.limit_refusal_delay_s,
             registry=registry,
             aggregator=aggregator,

@@ -25,6 +25,9 @@ longer holds every request.
   a scrape of `/metrics`, whichever worker answers it, counts every worker, including
   those that exited since. `/healthz` answers which worker served it and how many are
   ready, from a status file the supervisor keeps.
+- Per-token limits hold for the service, not per worker: their state is in a table
+  the supervisor creates and every worker maps (cj_api.limits_table); the supervisor
+  zeroes a dead worker's in-flight counts before starting it again.
 - What must run once per service runs in worker 0 alone (the purge of abandoned
   partial uploads at start).
 """
@@ -51,6 +54,7 @@ from prometheus_client import multiprocess
 
 from cj.backoff import GrpcBackoff
 from cj.config import ApiSettings, ConfigError
+from cj_api.limits_table import LimitTable, table_capacity
 from cj_api.metrics import MULTIPROC_ENV
 from cj_api.sockets import PortInUseError, reserve_ports
 
@@ -74,6 +78,7 @@ class WorkerRole:
 
     slot: int
     status_file: Path
+    limits_file: Path | None = None  # the per-token limits' shared table
 
     @property
     def runs_singletons(self) -> bool:
@@ -168,8 +173,10 @@ class Supervisor:
         command: list[str],
         env: Mapping[str, str],
         run_dir: Path,
+        limits: LimitTable | None = None,
     ) -> None:
         self._settings = settings
+        self._limits = limits
         self._count = count
         self._command = command
         self._env = dict(env)
@@ -306,6 +313,8 @@ class Supervisor:
             del self._status.workers[worker.slot]
             self._write_status()
         multiprocess.mark_process_dead(process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
+        if self._limits is not None:  # before a new one takes the slot
+            self._limits.release_worker(worker.slot)
         return status
 
     async def force_stop(self) -> None:
@@ -383,9 +392,23 @@ async def supervise(
     }
     if config.link_secret is None:  # one per service, not one per worker
         env["CJ_API_LINK_SECRET"] = secrets.token_urlsafe(32)
-    command = [*worker_command(config_path), "--status-file", str(run_dir / "workers.json")]
+    limits_file = run_dir / "limits"
+    LimitTable.create(
+        limits_file, workers=config.worker_count, capacity=table_capacity(len(settings.auth.tokens))
+    )
+    limits = LimitTable.open(limits_file, worker=None)
+    command = [
+        *worker_command(config_path),
+        *("--status-file", str(run_dir / "workers.json")),
+        *("--limits-file", str(limits_file)),
+    ]
     supervisor = Supervisor(
-        settings, count=config.worker_count, command=command, env=env, run_dir=run_dir
+        settings,
+        count=config.worker_count,
+        command=command,
+        env=env,
+        run_dir=run_dir,
+        limits=limits,
     )
     stop = shutdown if shutdown is not None else trio.Event()
     try:
@@ -407,4 +430,5 @@ async def supervise(
     finally:
         for sock in reserved:
             sock.close()
+        limits.close()
         shutil.rmtree(run_dir, ignore_errors=True)

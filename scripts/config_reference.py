@@ -65,7 +65,7 @@ MEANINGS: dict[str, str] = {
         "Most calls in one export ZIP; a search matching more is cut there "
         "(manifest.json says `truncated`)."
     ),
-    "api.export_concurrency": "Exports running at once per cj-api process (more: 429).",
+    "api.export_concurrency": "Exports running at once, all cj-api workers together (more: 429).",
     "api.link_ttl_s": "Lifetime of a signed download link (the console's player and downloads).",
     "api.link_secret": (
         "HMAC key of signed download links; unset: random per cj-api (shared by its "
@@ -106,7 +106,8 @@ MEANINGS: dict[str, str] = {
     "api.workers": (
         "cj-api worker processes sharing the gRPC and REST ports (SO_REUSEPORT) under one "
         'supervisor that restarts them; "auto": one per CPU; 1: serve in the one process '
-        '(docs/operations.md "Scaling out").'
+        '(docs/operations.md "Scaling out"). Per-token limits and export_concurrency '
+        "hold for all workers together."
     ),
     # encoder
     "encoder.concurrency": "Recordings encoded at once by one process (0: one per CPU).",

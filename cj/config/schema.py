@@ -284,7 +284,7 @@ class ApiConfig:
     # The web console (cj_api/console/) at `/` of the REST port.
     console: bool = True
     # Bulk export (cj_api/export.py): calls per ZIP (its central directory is held in
-    # memory, ~0.5 KB a member), and exports running at once per process.
+    # memory, ~0.5 KB a member), and exports running at once (all workers together).
     export_max_calls: PositiveInt = 50_000
     export_concurrency: PositiveInt = 2
     # Signed download links (cj_api/links.py): lifetime, and the HMAC secret (unset: a
@@ -310,7 +310,7 @@ class ApiConfig:
     # Worker processes sharing the gRPC and REST ports (SO_REUSEPORT), under one
     # supervisor that restarts them (cj_api/workers.py): a number, or "auto" for one per
     # CPU. 1 serves in the one process. Per-token limits and export_concurrency hold
-    # per worker.
+    # for all workers together (a table they share).
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     # AddCalls streams one worker processes at once; the others wait in HTTP/2 flow
     # control, so that a backlog of many agents leaves the event loop to searches.

@@ -346,3 +346,46 @@ async def test_a_worker_that_keeps_failing_to_start_again_ends_the_supervisor(
     assert f"({MAX_START_FAILURES} attempt(s)" in refused["error"]
     # The other worker served until then, and was stopped gracefully.
     assert any(e.get("event") == "api_stopping" for e in api.events)
+
+
+async def test_a_tokens_search_rate_holds_across_workers(database_url: str, tmp_path: Path) -> None:
+    """One connection to each worker, searches taking turns: the burst is the service's,
+    not each worker's (with per-process buckets both workers would say yes BURST times)."""
+    burst = 3
+    env = api_env(
+        database_url,
+        tmp_path,
+        CJ_API_SEARCH_BURST_PER_TOKEN=str(burst),
+        CJ_API_SEARCH_RATE_PER_TOKEN="0.0001",  # no refill within the test
+        CJ_API_LIMIT_REFUSAL_DELAY_S="0",
+    )
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with trio.fail_after(TIMEOUT_S):
+        async with api_process(env) as api:
+            await api.wait_for(is_event("running", daemon="cj-api"))
+            by_worker: dict[int, httpx.AsyncClient] = {}
+            try:
+                while len(by_worker) < WORKERS:  # a kept-alive connection stays on its worker
+                    client = httpx.AsyncClient(
+                        base_url=api.rest_url(), limits=httpx.Limits(max_connections=1), timeout=20
+                    )
+                    pid, _ = await worker_of(client)
+                    if pid in by_worker:
+                        await client.aclose()
+                    else:
+                        by_worker[pid] = client
+                statuses: list[tuple[int, int]] = []
+                for _ in range(burst + 1):
+                    for pid, client in by_worker.items():
+                        again, _ = await worker_of(client)
+                        assert again == pid  # still the same connection, the same worker
+                        answer = await client.get(
+                            "/api/v1/calls", params={"phone": "5550100"}, headers=auth
+                        )
+                        statuses.append((pid, answer.status_code))
+            finally:
+                for client in by_worker.values():
+                    await client.aclose()
+            codes = [code for _, code in statuses]
+            assert codes == [200] * burst + [429] * (len(codes) - burst), statuses
+            assert {pid for pid, code in statuses if code == 200} == set(by_worker)
