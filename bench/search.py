@@ -55,7 +55,7 @@ from pydantic import SecretStr
 
 from bench._pg import benchmark_database
 from cj.config import DatabaseConfig
-from cj.db import Connection, open_database
+from cj.db import Connection, open_database, windows
 from cj.db.calls import SearchQuery, search_calls, search_statement
 from cj.db.pool import connection_kwargs
 from cj.db.wire import JsonPage, RowsPage, json_statement, rows_statement, search_json, search_rows
@@ -314,7 +314,13 @@ def main() -> None:
     parser.add_argument(
         "--recent", action="store_true", help="the calls' year ends now (default: 2025)"
     )
+    parser.add_argument(
+        "--steps",
+        default=",".join(map(str, windows.STEPS)),
+        help="months back where cj.db.windows cuts its windows (default: %(default)s)",
+    )
     args = parser.parse_args()
+    windows.STEPS = tuple(int(months) for months in args.steps.split(","))
     if args.recent:
         global YEAR_START
         YEAR_START = datetime.now(UTC) - timedelta(seconds=YEAR_SECONDS)
@@ -335,6 +341,8 @@ def main() -> None:
             {
                 "calls": args.calls,
                 "order": args.order,
+                "recent": args.recent,
+                "steps": list(windows.STEPS),
                 "load_rows_per_s": round(rate),
                 "ratios": ratios,
                 **figures,

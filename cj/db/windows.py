@@ -31,7 +31,7 @@ Window = tuple[datetime | None, datetime | None]
 ALL_TIME: Window = (None, None)
 
 # Months back from the anchor's month where the windows are cut.
-STEPS = (1, 3, 12)
+STEPS: tuple[int, ...] = (1, 3, 12)
 
 T = TypeVar("T")
 
