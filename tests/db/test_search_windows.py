@@ -20,15 +20,16 @@ import pytest
 import trio
 
 from cj.config import DatabaseConfig
-from cj.db import Connection, Database, open_database
+from cj.db import Connection, Database, open_database, windows
 from cj.db.calls import SearchQuery, search_calls, upsert_calls
 from cj.db.paging import Cursor, encode_token
-from cj.db.windows import ALL_TIME, STEPS, _months_back, collect, search_windows
+from cj.db.windows import ALL_TIME, _months_back, collect, search_windows
 from cj.db.wire import search_json, search_rows
 from cj.model import Direction
 from tests.factories import make_call
 
 NUMBER = "79160000001"
+STEPS = (1, 3, 12)  # the test's calls sit on these cuts; the schedules below are tried
 MICRO = timedelta(microseconds=1)
 
 
@@ -109,7 +110,13 @@ def _queries(now: datetime) -> list[SearchQuery]:
     ]
 
 
-async def test_windowed_pages_equal_the_single_query(db: Database) -> None:
+@pytest.fixture(params=[(1,), (1, 3, 12)], ids=["two-windows", "four-windows"])
+def steps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[int, ...]:
+    monkeypatch.setattr(windows, "STEPS", request.param)
+    return request.param  # type: ignore[no-any-return]
+
+
+async def test_windowed_pages_equal_the_single_query(db: Database, steps: Any) -> None:
     now = datetime.now(UTC)
     checked = 0
     for base in _queries(now):
@@ -123,7 +130,7 @@ async def test_windowed_pages_equal_the_single_query(db: Database) -> None:
     assert checked > 100
 
 
-async def test_cursors_in_every_window(db: Database) -> None:
+async def test_cursors_in_every_window(db: Database, steps: Any) -> None:
     """A page token naming any time (each cut, a microsecond off, ahead, before 2000)."""
     now = datetime.now(UTC)
     query = SearchQuery(phone="0000001", limit=3)
@@ -139,8 +146,12 @@ async def test_cursors_in_every_window(db: Database) -> None:
 
 def test_windows_cover_all_time_newest_first() -> None:
     now = datetime(2026, 3, 15, 12, tzinfo=UTC)
-    windows = search_windows(SearchQuery(phone="1"), now)
-    assert windows == [
+    assert search_windows(SearchQuery(phone="1"), now) == [
+        (datetime(2026, 2, 1, tzinfo=UTC), None),
+        (None, datetime(2026, 2, 1, tzinfo=UTC)),
+    ]
+    cuts = search_windows(SearchQuery(phone="1"), now, STEPS)
+    assert cuts == [
         (datetime(2026, 2, 1, tzinfo=UTC), None),
         (datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
         (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=UTC)),
@@ -148,12 +159,12 @@ def test_windows_cover_all_time_newest_first() -> None:
     ]
     # A narrow interval: one window; a start cuts the older ones off.
     narrow = SearchQuery(phone="1", start=now - timedelta(days=20))
-    assert search_windows(narrow, now) == [ALL_TIME]
+    assert search_windows(narrow, now, STEPS) == [ALL_TIME]
     wide = SearchQuery(phone="1", start=datetime(2025, 12, 1, tzinfo=UTC))
-    assert search_windows(wide, now) == [*windows[:1], (None, datetime(2026, 2, 1, tzinfo=UTC))]
+    assert search_windows(wide, now, STEPS) == [*cuts[:1], (None, datetime(2026, 2, 1, tzinfo=UTC))]
     # The earliest of end, cursor and now anchors them.
     ended = SearchQuery(phone="1", end=datetime(2020, 7, 4, tzinfo=UTC))
-    assert search_windows(ended, now)[0] == (datetime(2020, 6, 1, tzinfo=UTC), None)
+    assert search_windows(ended, now, STEPS)[0] == (datetime(2020, 6, 1, tzinfo=UTC), None)
     paged = SearchQuery(
         phone="1",
         page_token=encode_token(
@@ -161,7 +172,7 @@ def test_windows_cover_all_time_newest_first() -> None:
             SearchQuery(phone="1").fingerprint(),
         ),
     )
-    assert search_windows(paged, now)[0] == (datetime(2018, 12, 1, tzinfo=UTC), None)
+    assert search_windows(paged, now, STEPS)[0] == (datetime(2018, 12, 1, tzinfo=UTC), None)
 
 
 def test_collect_stops_once_a_page_and_one_are_in() -> None:
