@@ -2,15 +2,18 @@
 the raw SQL they run.
 
     .venv/bin/python bench/search.py [--calls N] [--order time|random] [--queries Q]
-                                     [--database-url URL]
+                                     [--recent] [--database-url URL]
 
 Without --database-url (or CJ_BENCH_DATABASE_URL) a private PostgreSQL cluster is
 started from the machine's binaries in a temporary directory (durable settings, 1 GiB
 shared buffers) and removed afterwards. Calls are generated and COPied in chunks of
 100,000 (10,000,000 fit in a few hundred MB), in time order (`--order time`, as PBXs
-write them) or scattered over the year (`random`, the default). Queries: phone-suffix
-searches for random known subscribers (10 digits) and one-hour interval searches at
-random places in the year, 100 rows a page, warm cache.
+write them) or scattered over the year (`random`, the default); the year is 2025, or
+the 365 days up to now with `--recent` (a live PBX: the newest calls are this month's).
+Queries, 100 rows a page, warm cache: `phone`, phone-suffix searches for random known
+subscribers (10 digits; a few calls each, a page never fills); `office`, the same for
+the 50 office numbers (thousands of calls each: the newest months fill the page);
+`interval`, one-hour interval searches at random places in the year.
 
 Each search is timed in three shapes, each through `cj.db` as the API runs it and as
 raw SQL (the same statement and parameters on a plain psycopg pool with the API's
@@ -20,8 +23,10 @@ connection settings, fetched as tuples, no Trio):
 - `json`: `cj.db.wire.search_json`, PostgreSQL writes the REST answer;
 - `pb`: `cj.db.wire.search_rows`, flat tuples for gRPC's messages.
 
-The last line printed is one JSON object with the figures and the db-layer/raw ratios
-(target: ≤ 1.2 at p50).
+`cj.db` runs a search over widening windows of time (cj.db.windows); `single` is the
+same fetcher with `windowed=False` (one statement over all months: the baseline), and
+raw SQL runs that single statement. The last line printed is one JSON object with the
+figures, the db-layer/raw ratios (target: ≤ 1.2 at p50) and windowed/single ratios.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from pydantic import SecretStr
 
 from bench._pg import benchmark_database
 from cj.config import DatabaseConfig
-from cj.db import Connection, open_database
+from cj.db import Connection, open_database, windows
 from cj.db.calls import SearchQuery, search_calls, search_statement
 from cj.db.pool import connection_kwargs
 from cj.db.wire import JsonPage, RowsPage, json_statement, rows_statement, search_json, search_rows
@@ -77,13 +82,14 @@ def synthesize(
     people: list[str],
     order: str = "random",
     chunk_rows: int = CHUNK_ROWS,
+    offices: list[str] | None = None,
 ) -> Iterator[bytes]:
     """COPY text-format rows, `chunk_rows` to a chunk, generated as they are COPied (so
     10,000,000 never sit in memory at once). `order="time"`: started_at ascends through
     the year, as a PBX writes its calls; `"random"`: scattered over it."""
     if order not in ("time", "random"):
         raise ValueError(f"order must be time or random, not {order!r}")
-    offices = [f"8495{rng.randrange(10**7):07d}" for _ in range(50)]
+    offices = offices or office_numbers(rng)
     extensions = [str(1000 + i) for i in range(200)]
     for first in range(0, calls, chunk_rows):
         count = min(chunk_rows, calls - first)
@@ -208,6 +214,10 @@ def phone_queries(rng: random.Random, people: list[str], count: int) -> list[Sea
     return [SearchQuery(phone=rng.choice(people)[1:], limit=100) for _ in range(count)]
 
 
+def office_numbers(rng: random.Random) -> list[str]:
+    return [f"8495{rng.randrange(10**7):07d}" for _ in range(50)]
+
+
 def interval_queries(rng: random.Random, count: int) -> list[SearchQuery]:
     queries = []
     for _ in range(count):
@@ -224,16 +234,22 @@ SHAPES: dict[str, tuple[Callable[[SearchQuery], tuple[str, dict[str, Any]]], Any
 
 
 async def measure(
-    url: str, queries: int, rng: random.Random, people: list[str]
+    url: str, queries: int, rng: random.Random, people: list[str], offices: list[str]
 ) -> dict[str, float]:
-    """Each kind × shape: raw SQL, then the same queries through `cj.db` (pool of 4)."""
+    """Each kind × shape: raw SQL, then the same queries through `cj.db` (pool of 4),
+    windowed and single."""
     config = DatabaseConfig(url=SecretStr(url), pool_size=4)
     results: dict[str, float] = {}
     kinds = {
         "phone": phone_queries(rng, people, queries),
+        "office": [SearchQuery(phone=rng.choice(offices)[1:]) for _ in range(queries)],
         "interval": interval_queries(rng, queries),
     }
-    warm = {"phone": phone_queries(rng, people, 200), "interval": interval_queries(rng, 200)}
+    warm = {
+        "phone": phone_queries(rng, people, 200),
+        "office": [SearchQuery(phone=rng.choice(offices)[1:]) for _ in range(200)],
+        "interval": interval_queries(rng, 200),
+    }
     pool = raw_pool(url, 4)
     try:
         async with open_database(config) as db:
@@ -242,31 +258,45 @@ async def measure(
                     # Interleaved, query by query, so that both see the same noise.
                     raw_timings: list[float] = []
                     layer_timings: list[float] = []
+                    single_timings: list[float] = []
                     rows = 0
                     for query in warm[kind] + batch:
                         raw_timings += time_raw_sql(pool, [statement(query)])
+                        for windowed, timings in ((True, layer_timings), (False, single_timings)):
 
-                        def run(conn: Connection, q: SearchQuery = query, f: Any = fetch) -> Any:
-                            return f(conn, q)
+                            def run(
+                                conn: Connection,
+                                q: SearchQuery = query,
+                                f: Any = fetch,
+                                w: bool = windowed,
+                            ) -> Any:
+                                return f(conn, q, windowed=w)
 
-                        began = time.perf_counter()
-                        page = await db.run(run)
-                        layer_timings.append((time.perf_counter() - began) * 1000)
-                        rows += page_size(page)
+                            began = time.perf_counter()
+                            page = await db.run(run)
+                            timings.append((time.perf_counter() - began) * 1000)
+                            rows += page_size(page) if windowed else 0
                     raw = summary(raw_timings[len(warm[kind]) :])
                     layer = summary(layer_timings[len(warm[kind]) :])
+                    single = summary(single_timings[len(warm[kind]) :])
                     prefix = f"{kind}_{shape}"
                     for name, value in raw.items():
                         results[f"{prefix}_raw_{name}"] = value
                     for name, value in layer.items():
                         results[f"{prefix}_db_{name}"] = value
+                    for name, value in single.items():
+                        results[f"{prefix}_single_{name}"] = value
+                    windows = round(layer["p50_ms"] / single["p50_ms"], 2)
+                    results[f"{prefix}_windowed_over_single_p50"] = windows
                     ratio = round(layer["p50_ms"] / raw["p50_ms"], 2)
                     results[f"{prefix}_db_over_raw_p50"] = ratio
                     results[f"{prefix}_db_over_raw_p99"] = round(layer["p99_ms"] / raw["p99_ms"], 2)
                     print(
                         f"{kind:>8} {shape:>4}: raw SQL p50 {raw['p50_ms']:6.2f} ms "
                         f"p99 {raw['p99_ms']:6.2f} | cj.db p50 {layer['p50_ms']:6.2f} ms "
-                        f"p99 {layer['p99_ms']:6.2f} | db/raw {ratio:.2f}× p50, "
+                        f"p99 {layer['p99_ms']:6.2f} | single p50 {single['p50_ms']:6.2f} ms "
+                        f"p99 {single['p99_ms']:6.2f} | db/raw {ratio:.2f}×, "
+                        f"windowed/single {windows:.2f}× p50, "
                         f"{rows / len(layer_timings):.1f} rows/query"
                     )
     finally:
@@ -281,23 +311,38 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("CJ_BENCH_DATABASE_URL"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--recent", action="store_true", help="the calls' year ends now (default: 2025)"
+    )
+    parser.add_argument(
+        "--steps",
+        default=",".join(map(str, windows.STEPS)),
+        help="months back where cj.db.windows cuts its windows (default: %(default)s)",
+    )
     args = parser.parse_args()
+    windows.STEPS = tuple(int(months) for months in args.steps.split(","))
+    if args.recent:
+        global YEAR_START
+        YEAR_START = datetime.now(UTC) - timedelta(seconds=YEAR_SECONDS)
     rng = random.Random(args.seed)
     people = subscribers(max(1000, args.calls // 5), rng)
+    offices = office_numbers(rng)
 
     with benchmark_database(args.database_url) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE calls CASCADE")
         print(f"loading {args.calls:,} calls with COPY, in {args.order} order …")
-        rate = load(url, synthesize(args.calls, rng, people, args.order))
+        rate = load(url, synthesize(args.calls, rng, people, args.order, offices=offices))
         print(f"    load: {rate:,.0f} rows/s (COPY, indexes maintained, generation included)")
-        figures = trio.run(measure, url, args.queries, rng, people)
+        figures = trio.run(measure, url, args.queries, rng, people, offices)
     ratios = {key: value for key, value in figures.items() if "_over_" in key}
     print(
         json.dumps(
             {
                 "calls": args.calls,
                 "order": args.order,
+                "recent": args.recent,
+                "steps": list(windows.STEPS),
                 "load_rows_per_s": round(rate),
                 "ratios": ratios,
                 **figures,

@@ -23,6 +23,7 @@ from cj.db.audit import set_audit_context
 from cj.db.paging import Cursor, decode_token, encode_token, query_fingerprint
 from cj.db.partitions import ensure_partitions
 from cj.db.pool import Connection
+from cj.db.windows import ALL_TIME, Window, collect
 from cj.model import Call, Direction, Recording, RecordingStatus
 from cj.phone import PhoneNumber, search_key
 
@@ -485,9 +486,12 @@ def check_calls(
     return states
 
 
-def search_where(query: SearchQuery) -> tuple[str, dict[str, Any]]:
+def search_where(
+    query: SearchQuery, window: Window = ALL_TIME, limit: int | None = None
+) -> tuple[str, dict[str, Any]]:
     """The WHERE clause (over `calls c LEFT JOIN recordings r`) and parameters of a
-    search, its page token's keyset included; every search shape shares it."""
+    search, its page token's keyset included; every search shape shares it. `window`
+    bounds it further (cj.db.windows); `limit` rows (default: `query.limit + 1`)."""
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if query.phone is not None:
@@ -530,20 +534,36 @@ def search_where(query: SearchQuery) -> tuple[str, dict[str, Any]]:
         conditions.append("(c.started_at, c.uuid) < (%(c_at)s, %(c_uuid)s)")
         # Implied by the row comparison, but only a plain bound prunes the newer months.
         conditions.append("c.started_at <= %(c_at)s")
-    params["limit"] = query.limit + 1  # one more: is there a next page?
+    low, high = window
+    if low is not None:
+        params["w_low"] = low
+        conditions.append("c.started_at >= %(w_low)s")
+    if high is not None:
+        params["w_high"] = high
+        conditions.append("c.started_at < %(w_high)s")
+    # One more than a page: is there a next page?
+    params["limit"] = query.limit + 1 if limit is None else limit
     where = " WHERE " + " AND ".join(conditions) if conditions else ""
     return where + " ORDER BY c.started_at DESC, c.uuid DESC LIMIT %(limit)s", params
 
 
-def search_statement(query: SearchQuery) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters `search_calls` runs (benchmarks time it alone)."""
-    where, params = search_where(query)
+def search_statement(
+    query: SearchQuery, window: Window = ALL_TIME, limit: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters `search_calls` runs per window (benchmarks time the
+    single, unwindowed statement alone)."""
+    where, params = search_where(query, window, limit)
     return _SELECT.format(raw="NULL::jsonb") + where, params
 
 
-def search_calls(conn: Connection, query: SearchQuery) -> SearchPage:
-    """One page of calls matching `query`, newest first (keyset pagination)."""
-    rows = conn.execute(*search_statement(query)).fetchall()
+def search_calls(conn: Connection, query: SearchQuery, *, windowed: bool = True) -> SearchPage:
+    """One page of calls matching `query`, newest first (keyset pagination), run over
+    windows of time (cj.db.windows; `windowed=False`: one statement)."""
+
+    def run(window: Window, limit: int) -> list[Any]:
+        return conn.execute(*search_statement(query, window, limit)).fetchall()
+
+    rows = collect(query, run, windowed=windowed)
     records = [_row_to_record(row) for row in rows[: query.limit]]
     next_token = None
     if len(rows) > query.limit:

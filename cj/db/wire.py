@@ -29,6 +29,7 @@ from psycopg.rows import tuple_row
 from cj.db.calls import SearchQuery, search_where
 from cj.db.paging import Cursor, encode_token
 from cj.db.pool import Connection
+from cj.db.windows import ALL_TIME, Window, collect
 
 __all__ = [
     "JsonPage",
@@ -154,17 +155,23 @@ class JsonPage:
     next_page_token: str | None
 
 
-def json_statement(query: SearchQuery) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters `search_json` runs (benchmarks time it alone)."""
-    where, params = search_where(query)
+def json_statement(
+    query: SearchQuery, window: Window = ALL_TIME, limit: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters `search_json` runs per window (benchmarks time it alone)."""
+    where, params = search_where(query, window, limit)
     return _JSON_SELECT + where, params
 
 
-def search_json(conn: Connection, query: SearchQuery) -> JsonPage:
+def search_json(conn: Connection, query: SearchQuery, *, windowed: bool = True) -> JsonPage:
     """One page of `query` as the REST API's JSON (see the module's docstring)."""
     with conn.cursor(row_factory=tuple_row) as cur:
         cur.adapters.register_loader("text", _BytesLoader)
-        rows = cur.execute(*json_statement(query)).fetchall()
+
+        def run(window: Window, limit: int) -> list[Any]:
+            return cur.execute(*json_statement(query, window, limit)).fetchall()
+
+        rows = collect(query, run, windowed=windowed)
     page = rows[: query.limit]
     token = _next_token(rows, query)
     tail = b'],"next_page_token":' + (b"null" if token is None else b'"' + token.encode() + b'"')
@@ -240,14 +247,20 @@ class RowsPage:
     next_page_token: str | None
 
 
-def rows_statement(query: SearchQuery) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters `search_rows` runs (benchmarks time it alone)."""
-    where, params = search_where(query)
+def rows_statement(
+    query: SearchQuery, window: Window = ALL_TIME, limit: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters `search_rows` runs per window (benchmarks time it alone)."""
+    where, params = search_where(query, window, limit)
     return _ROWS_SELECT + where, params
 
 
-def search_rows(conn: Connection, query: SearchQuery) -> RowsPage:
+def search_rows(conn: Connection, query: SearchQuery, *, windowed: bool = True) -> RowsPage:
     """One page of `query` as flat tuples (see `ROW_COLUMNS`)."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(*rows_statement(query)).fetchall()
+
+        def run(window: Window, limit: int) -> list[Any]:
+            return cur.execute(*rows_statement(query, window, limit)).fetchall()
+
+        rows = collect(query, run, windowed=windowed)
     return RowsPage(rows[: query.limit], _next_token(rows, query))
