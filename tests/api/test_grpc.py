@@ -389,21 +389,27 @@ async def test_download_sends_the_wav_until_encoded_and_audits(running_api: Runn
     assert [a["result"] for a in audit[2:]] == ["out_of_range", "not_found", "not_found"]
 
 
+async def add_stored_mp3(api: RunningApi, agent: CallJournalClient, mp3: bytes) -> uuid.UUID:
+    """A call whose recording was uploaded, then stored as `mp3` (as the encoder would)."""
+    call_uuid = await add(agent)
+    await agent.upload_recording(header(call_uuid), chunks(WAV))
+    key = f"2026/03/02/{call_uuid}.mp3"
+    target = api.root / "recordings" / key
+    target.parent.mkdir(parents=True)
+    target.write_bytes(mp3)
+    api.query(
+        "UPDATE recordings SET status = 'stored', storage = 'recordings', key = %s,"
+        " size = %s, sha256 = %s, content_type = 'audio/mpeg', duration_ms = 8000",
+        (key, len(mp3), hashlib.sha256(mp3).hexdigest()),
+    )
+    return call_uuid
+
+
 async def test_stored_recording_downloads_as_mp3(running_api: RunningApi) -> None:
     mp3 = b"ID3fake-mp3-bytes" * 100
     with trio.fail_after(30):
         async with running_api.client() as agent, running_api.client(READER_TOKEN) as reader:
-            call_uuid = await add(agent)
-            await agent.upload_recording(header(call_uuid), chunks(WAV))
-            key = f"2026/03/02/{call_uuid}.mp3"
-            target = running_api.root / "recordings" / key
-            target.parent.mkdir(parents=True)
-            target.write_bytes(mp3)
-            running_api.query(
-                "UPDATE recordings SET status = 'stored', storage = 'recordings', key = %s,"
-                " size = %s, sha256 = %s, content_type = 'audio/mpeg', duration_ms = 8000",
-                (key, len(mp3), hashlib.sha256(mp3).hexdigest()),
-            )
+            call_uuid = await add_stored_mp3(running_api, agent, mp3)
             head, body = await download(reader, call_uuid)
             running_api.query("UPDATE recordings SET status = 'purged'")
             # gRPC status NOT_FOUND, refined by the cj-error-code trailer.
@@ -431,17 +437,7 @@ async def test_a_reader_vanishing_mid_download_ends_the_call_quietly(
     auth = [("authorization", f"Bearer {READER_TOKEN}")]
     with trio.fail_after(30):
         async with running_api.client() as agent, running_api.client(READER_TOKEN) as reader:
-            call_uuid = await add(agent)
-            await agent.upload_recording(header(call_uuid), chunks(WAV))
-            key = f"2026/03/02/{call_uuid}.mp3"
-            target = running_api.root / "recordings" / key
-            target.parent.mkdir(parents=True)
-            target.write_bytes(mp3)
-            running_api.query(
-                "UPDATE recordings SET status = 'stored', storage = 'recordings', key = %s,"
-                " size = %s, sha256 = %s, content_type = 'audio/mpeg'",
-                (key, len(mp3), hashlib.sha256(mp3).hexdigest()),
-            )
+            call_uuid = await add_stored_mp3(running_api, agent, mp3)
             request = pb.DownloadRecordingRequest(call_uuid=str(call_uuid))
             port = running_api.endpoints.grpc_port
             async with RawGrpcClient(port) as raw:

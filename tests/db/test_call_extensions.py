@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trio
 
-from cj.config import DatabaseConfig
-from cj.db import Connection, Database, open_database
+from cj.db import Connection, Database
 from cj.db.calls import SearchError, SearchQuery, get_call, search_calls, upsert_call
+from tests.db.support import run
 from tests.factories import make_call
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
-    async with open_database(database_config) as database:
-        yield database
-
-
-async def run(db: Database, fn: Callable[[Connection], T]) -> T:
-    with trio.fail_after(20):
-        return await db.run(fn)
 
 
 async def test_extensions_round_trip_and_change_the_stored_call(db: Database) -> None:

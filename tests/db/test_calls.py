@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 import pytest
-import trio
 
-from cj.config import DatabaseConfig
-from cj.db import Connection, Database, open_database
+from cj.db import Database
 from cj.db.calls import (
     SearchError,
     SearchQuery,
@@ -25,20 +21,8 @@ from cj.db.calls import (
 from cj.db.paging import PageTokenError
 from cj.db.recordings import create_recording
 from cj.model import Direction, RecordingStatus
+from tests.db.support import run
 from tests.factories import BASE_TIME, make_call
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
-    async with open_database(database_config) as database:
-        yield database
-
-
-async def run(db: Database, fn: Callable[[Connection], T]) -> T:
-    with trio.fail_after(20):
-        return await db.run(fn)
 
 
 def uuids(page_records: list) -> list[uuid.UUID]:  # type: ignore[type-arg]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,7 +14,7 @@ import trio
 from psycopg.rows import dict_row
 
 from cj.config import DatabaseConfig
-from cj.db import Connection, Database, open_database
+from cj.db import Connection, Database
 from cj.db.calls import ForeignCall, UpsertOutcome, get_call, upsert_call, upsert_calls
 from cj.db.migrate import default_sql_dir, migrate
 from cj.db.partitions import (
@@ -25,21 +24,10 @@ from cj.db.partitions import (
     run_partition_maintenance,
 )
 from cj.db.recordings import create_recording
+from tests.db.support import run
 from tests.factories import make_call
 
-T = TypeVar("T")
 SHA = "a" * 64
-
-
-@pytest.fixture
-async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
-    async with open_database(database_config) as database:
-        yield database
-
-
-async def run(db: Database, fn: Callable[[Connection], T]) -> T:
-    with trio.fail_after(20):
-        return await db.run(fn)
 
 
 def where(conn: Connection, call_uuid: uuid.UUID) -> list[tuple[str, datetime]]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 import trio
 
-from cj.config import DatabaseConfig
-from cj.db import Database, open_database
+from cj.db import Database
 from cj.db.calls import upsert_call
 from cj.db.recordings import (
     CreateOutcome,
@@ -30,12 +27,6 @@ from cj.reconcile import reconcile_once
 from tests.factories import make_call
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
-
-
-@pytest.fixture
-async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
-    async with open_database(database_config) as database:
-        yield database
 
 
 async def new_recording(db: Database, sha: str = SHA_A) -> uuid.UUID:

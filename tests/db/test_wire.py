@@ -10,25 +10,21 @@ every status (encoded or not).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trio
 
 from cj.codec import record_to_pb, rows_to_search_pb
-from cj.config import DatabaseConfig
-from cj.db import Connection, Database, open_database
+from cj.db import Connection, Database
 from cj.db.calls import SearchQuery, search_calls, upsert_call
 from cj.db.recordings import create_recording
 from cj.db.wire import search_json, search_rows
 from cj.model import Direction
 from cj.proto import calljournal_pb2 as pb
 from cj_api.rest_codec import record_to_json
+from tests.db.support import run
 from tests.factories import BASE_TIME, make_call
-
-T = TypeVar("T")
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -52,17 +48,6 @@ RECORDINGS: list[dict[str, Any] | None] = [
     {"status": "purged", "size": 4321, "sha256": SHA_B, "duration_ms": 0},
     {"status": "purged"},  # purged before it was ever encoded
 ]
-
-
-@pytest.fixture
-async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
-    async with open_database(database_config) as database:
-        yield database
-
-
-async def run(db: Database, fn: Callable[[Connection], T]) -> T:
-    with trio.fail_after(20):
-        return await db.run(fn)
 
 
 def tricky_calls() -> list[Any]:
