@@ -12,7 +12,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cj.db.calls import CallRecord, CallState, UpsertOutcome
+from cj.db.calls import CallRecord, CallState
+from cj.db.ingest import UpsertOutcome
 from cj.errors import ServiceError
 from cj.jsonlimits import MAX_JSON_DEPTH, depth_exceeds
 from cj.model import Call, Direction, ModelError, Recording, RecordingStatus

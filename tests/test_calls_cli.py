@@ -16,7 +16,7 @@ import psycopg
 import trio
 from psycopg.rows import dict_row
 
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from tests.factories import make_call
 from tests.fixtures.api import AGENT_TOKEN, READER_TOKEN, RunningApi
 from tests.run.compose import ROOT

@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 
 from cj.cdr_retention import CdrAge
 from cj.cli import cli
-from cj.db.calls import upsert_call
 from cj.db.holds import add_hold
+from cj.db.ingest import upsert_call
 from cj.db.recordings import claim_for_encoding, create_recording
 from tests.factories import make_call
 from tests.test_retention import NOW, _env, _recording

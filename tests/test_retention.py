@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from psycopg.rows import dict_row
 
 from cj.cli import cli
-from cj.db.calls import upsert_call
 from cj.db.holds import add_hold
+from cj.db.ingest import upsert_call
 from cj.db.recordings import (
     claim_for_encoding,
     create_recording,

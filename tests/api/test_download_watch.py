@@ -13,8 +13,8 @@ import trio
 
 from cj.config import DatabaseConfig
 from cj.db import Database, open_database
-from cj.db.calls import upsert_call
 from cj.db.downloads import parse_notification
+from cj.db.ingest import upsert_call
 from cj.db.recordings import create_recording
 from cj_api.audit_buffer import OVERFLOW_ADDRESS, AuditAggregator
 from cj_api.download_watch import DownloadRegistry, DownloadWatcher

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from cj.db.recordings import create_recording
 from cj_api.rest import MAX_BATCH_BYTES, MAX_JSON_BYTES
 from cj_api.rest_codec import MAX_BATCH_CALLS, format_timestamp

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from cj.config import ApiConfig, AuthConfig, DatabaseConfig, StorageConfig
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from cj.pgcluster import free_port
 from cj_api.metrics import CONTENT_TYPE_LATEST
 from cj_api.openapi import document

@@ -17,7 +17,7 @@ import trio
 
 from cj.config import FilesystemStorageConfig, StorageConfig
 from cj.db.audit import audit_entries
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from cj.db.recordings import mark_stored
 from cj.model import Call
 from tests.api.conftest import (

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from cj.db import Connection, Database
-from cj.db.calls import SearchError, SearchQuery, get_call, search_calls, upsert_call
+from cj.db.calls import SearchError, SearchQuery, get_call, search_calls
+from cj.db.ingest import upsert_call
 from tests.db.support import run
 from tests.factories import make_call
 

@@ -8,16 +8,8 @@ from datetime import timedelta
 import pytest
 
 from cj.db import Database
-from cj.db.calls import (
-    SearchError,
-    SearchQuery,
-    UpsertOutcome,
-    check_calls,
-    get_call,
-    search_calls,
-    upsert_call,
-    upsert_calls,
-)
+from cj.db.calls import SearchError, SearchQuery, check_calls, get_call, search_calls
+from cj.db.ingest import UpsertOutcome, upsert_call, upsert_calls
 from cj.db.paging import PageTokenError
 from cj.db.recordings import create_recording
 from cj.model import Direction, RecordingStatus

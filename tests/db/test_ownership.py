@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from cj.db.calls import ForeignCall, UpsertOutcome, check_calls, upsert_call, upsert_calls
+from cj.db.calls import check_calls
+from cj.db.ingest import ForeignCall, UpsertOutcome, upsert_call, upsert_calls
 from cj.db.privacy import set_call_privacy
 from tests.factories import make_call
 

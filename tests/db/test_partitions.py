@@ -15,7 +15,8 @@ from psycopg.rows import dict_row
 
 from cj.config import DatabaseConfig
 from cj.db import Connection, Database
-from cj.db.calls import ForeignCall, UpsertOutcome, get_call, upsert_call, upsert_calls
+from cj.db.calls import get_call
+from cj.db.ingest import ForeignCall, UpsertOutcome, upsert_call, upsert_calls
 from cj.db.migrate import default_sql_dir, migrate
 from cj.db.partitions import (
     forget_known,

@@ -7,7 +7,7 @@ import uuid
 import trio
 
 from cj.db import Database
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from cj.db.recordings import (
     CreateOutcome,
     claim_for_encoding,

@@ -21,7 +21,8 @@ import trio
 
 from cj.config import DatabaseConfig
 from cj.db import Connection, Database, open_database, windows
-from cj.db.calls import SearchQuery, search_calls, upsert_calls
+from cj.db.calls import SearchQuery, search_calls
+from cj.db.ingest import upsert_calls
 from cj.db.paging import Cursor, encode_token
 from cj.db.windows import ALL_TIME, _months_back, collect, search_windows
 from cj.db.wire import search_json, search_rows

@@ -17,7 +17,8 @@ import pytest
 
 from cj.codec import record_to_pb, rows_to_search_pb
 from cj.db import Connection, Database
-from cj.db.calls import SearchQuery, search_calls, upsert_call
+from cj.db.calls import SearchQuery, search_calls
+from cj.db.ingest import upsert_call
 from cj.db.recordings import create_recording
 from cj.db.wire import search_json, search_rows
 from cj.model import Direction

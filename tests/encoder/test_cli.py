@@ -13,7 +13,7 @@ import psycopg
 import trio
 from click.testing import CliRunner
 
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from cj.db.recordings import create_recording, mark_failed
 from cj_encoder.__main__ import cli
 from tests.factories import make_call

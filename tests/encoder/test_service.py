@@ -19,7 +19,7 @@ import trio
 
 from cj.config import DatabaseConfig, EncoderConfig, EncoderSettings, QueueConfig
 from cj.db import Database, open_database
-from cj.db.calls import upsert_call
+from cj.db.ingest import upsert_call
 from cj.db.recordings import claim_for_encoding, create_recording, get_recording
 from cj.model import Recording, RecordingStatus
 from cj.queue.base import EncodeJob
