@@ -27,21 +27,18 @@ from cj.db.audit import MAX_REASON
 from cj.db.calls import (
     CallRecord,
     CallState,
-    ForeignCall,
     SearchError,
     SearchPage,
     SearchQuery,
-    UpsertOutcome,
     check_calls,
     get_call,
     search_calls,
-    upsert_call,
-    upsert_calls,
 )
+from cj.db.ingest import ForeignCall, UpsertOutcome, upsert_call, upsert_calls
 from cj.db.paging import PageTokenError
 from cj.db.privacy import PrivacyChange, set_call_privacy
 from cj.db.recordings import Created, CreateOutcome, create_recording
-from cj.errors import ErrorCode, ServiceError
+from cj.errors import ErrorCode, ServiceError, single_leaf
 from cj.model import Call, RecordingStatus
 from cj.queue.base import EncodeJob, JobPublisher, QueueError
 from cj.storage import (
@@ -203,8 +200,9 @@ class CallJournalService:
     async def _add_calls(
         self, principal: Principal, items: AsyncIterable[Call | InvalidCall]
     ) -> AddCallsResult:
+        """Read the stream into batches while the batch before is written: one batch in
+        the database, one filling, in order (each its own transaction)."""
         result = AddCallsResult()
-        batch: list[tuple[int, Call]] = []
 
         def reject(index: int, uuid: str, error: ServiceError) -> None:
             result.rejected += 1
@@ -213,37 +211,53 @@ class CallJournalService:
                     Rejection(index, uuid, error.field, error.message, error.code)
                 )
 
-        async def flush() -> None:
-            if batch:
-                outcomes = await self._run(
-                    functools.partial(
-                        upsert_calls,
-                        calls=[call for _, call in batch],
-                        allowed=principal.sources,
-                        actor=principal.name,
-                    )
+        async def write(batch: list[tuple[int, Call]]) -> None:
+            outcomes = await self._run(
+                functools.partial(
+                    upsert_calls,
+                    calls=[call for _, call in batch],
+                    allowed=principal.sources,
+                    actor=principal.name,
                 )
-                for (index, call), outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(outcome, ForeignCall):
-                        _log_foreign(principal, call.uuid, outcome)
-                        reject(index, str(call.uuid), _foreign(principal, call.uuid))
-                    else:
-                        result.count(outcome)
-                batch.clear()
+            )
+            for (index, call), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, ForeignCall):
+                    _log_foreign(principal, call.uuid, outcome)
+                    reject(index, str(call.uuid), _foreign(principal, call.uuid))
+                else:
+                    result.count(outcome)
 
-        index = 0
-        async for item in items:
-            if isinstance(item, InvalidCall):
-                reject(index, item.uuid, item.error)
-            else:
-                try:
-                    batch.append((index, _owned(item, principal, "call.source")))
-                except ServiceError as exc:
-                    reject(index, str(item.uuid), exc)
-                if len(batch) >= ADD_CALLS_BATCH:
-                    await flush()
-            index += 1
-        await flush()
+        async def writer(batches: trio.MemoryReceiveChannel[list[tuple[int, Call]]]) -> None:
+            async with batches:
+                async for batch in batches:
+                    await write(batch)
+
+        async def read(batches: trio.MemorySendChannel[list[tuple[int, Call]]]) -> None:
+            async with batches:
+                batch: list[tuple[int, Call]] = []
+                index = 0
+                async for item in items:
+                    if isinstance(item, InvalidCall):
+                        reject(index, item.uuid, item.error)
+                    else:
+                        try:
+                            batch.append((index, _owned(item, principal, "call.source")))
+                        except ServiceError as exc:
+                            reject(index, str(item.uuid), exc)
+                        if len(batch) >= ADD_CALLS_BATCH:
+                            await batches.send(batch)  # waits while the one before is written
+                            batch = []
+                    index += 1
+                if batch:
+                    await batches.send(batch)
+
+        send, receive = trio.open_memory_channel[list[tuple[int, Call]]](0)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer, receive)
+                await read(send)
+        except BaseExceptionGroup as group:  # the reader's or the writer's error, as raised
+            raise single_leaf(group) from None
         result.rejections.sort(key=lambda rejection: rejection.index)
         return result
 

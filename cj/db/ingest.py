@@ -256,6 +256,17 @@ def _move_corrected(
     return foreign, moved
 
 
+def probe_by_index(conn: Connection) -> None:
+    """Plan this transaction's statements with index probes only.
+
+    A batch names its calls by key, so a probe per call is always right; but during a
+    backlog the table grows faster than autovacuum analyses it, and a month analysed
+    when it held a few rows is planned as a sequential scan per call (measured: a batch
+    of 500 went from 20 ms to over a second as one month filled). Transaction-local.
+    """
+    conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
+
+
 def _write_batch(
     conn: Connection, writes: list[dict[str, Any]], allowed: Sequence[str] | None
 ) -> list[dict[str, Any]]:
@@ -274,6 +285,7 @@ def _upsert_calls(
 ) -> list[UpsertResult]:
     if actor is not None:
         set_audit_context(conn, actor=actor, reason="ingest")
+    probe_by_index(conn)
     results: list[UpsertResult] = []
     for run in _distinct_runs(calls):
         results.extend(_upsert_run(conn, run, allowed))

@@ -142,6 +142,22 @@ async def test_add_calls_streams_counts_and_rejections(running_api: RunningApi) 
     assert running_api.query("SELECT count(*) AS n FROM calls") == [{"n": 1202}]
 
 
+async def test_add_calls_batches_are_written_in_stream_order(running_api: RunningApi) -> None:
+    """The stream is read while the batch before is written: a call sent in the first
+    batch and again, changed, in the third ends as sent last."""
+    first = make_call(billsec=1)
+    again = make_call(call_uuid=first.uuid, billsec=2)
+    stream = [call_to_pb(first), *[call_to_pb(make_call()) for _ in range(1100)]]
+    stream.insert(1050, call_to_pb(again))
+    with trio.fail_after(30):
+        async with running_api.client() as agent:
+            reply = await agent.add_calls(stream)
+    assert (reply.inserted, reply.updated, reply.rejected) == (1101, 1, 0)
+    assert running_api.query("SELECT billsec FROM calls WHERE uuid = %s", (str(first.uuid),)) == [
+        {"billsec": 2}
+    ]
+
+
 async def test_check_calls_reports_existence_and_recordings(running_api: RunningApi) -> None:
     with trio.fail_after(30):
         async with running_api.client() as agent:
