@@ -2,7 +2,7 @@
 
 Served at `/api/v1/openapi.json`. Schemas are as strict as the server: unknown fields
 are refused (`additionalProperties: false`), formats are given (uuid, date-time), enums
-and bounds match the validation in `cj_api.rest_codec` and `cj.model`. Tests check the
+and bounds match the validation in the REST codecs and `cj.model`. Tests check the
 document with openapi-spec-validator, that it lists exactly the app's routes, and that
 the integration tests' responses validate against it.
 """
@@ -18,7 +18,9 @@ from cj.db.calls import MAX_LIMIT, UpsertOutcome
 from cj.errors import ErrorCode
 from cj.model import MAX_TEXT, Direction, RecordingStatus
 from cj.phone import MAX_NUMBER_LENGTH
-from cj_api.rest_codec import DEFAULT_LIMIT, MAX_BATCH_CALLS, RECORDING_CONTENT_TYPES
+from cj_api.call_codec import MAX_BATCH_CALLS
+from cj_api.recording_codec import RECORDING_CONTENT_TYPES
+from cj_api.search_codec import DEFAULT_LIMIT
 from cj_api.service import MAX_CHECK_UUIDS, MAX_FILE_NAME
 
 __all__ = ["document"]

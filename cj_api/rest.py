@@ -81,33 +81,40 @@ from cj.db.wire import search_json
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Call
 from cj_api import openapi
-from cj_api.admin_codec import hold_change_to_json, hold_request_from_json, hold_to_json
-from cj_api.console import register_console
-from cj_api.downloads import DownloadInfo
-from cj_api.export import CallsExport, Capacity, export_query_from_params
-from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
-from cj_api.links import LINK_PARAMETER, LinkSigner, export_resource, recording_resource
-from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
-from cj_api.rest_codec import (
+from cj_api.admin_codec import (
+    hold_change_to_json,
+    hold_request_from_json,
+    hold_to_json,
+    privacy_change_to_json,
+    privacy_request_from_json,
+)
+from cj_api.call_codec import (
     MAX_BATCH_CALLS,
-    RestError,
     add_call_outcome_to_json,
     add_calls_result_to_json,
     batch_items_from_json,
     call_from_json,
     call_state_to_json,
     check_uuids_from_json,
+    record_to_json,
+)
+from cj_api.console import register_console
+from cj_api.downloads import DownloadInfo
+from cj_api.export import CallsExport, Capacity, export_query_from_params
+from cj_api.holds import DEFAULT_LIST as DEFAULT_HOLDS
+from cj_api.links import LINK_PARAMETER, LinkSigner, export_resource, recording_resource
+from cj_api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
+from cj_api.recording_codec import (
+    select_range,
+    upload_header_from_headers,
+    upload_result_to_json,
+)
+from cj_api.rest_primitives import (
+    RestError,
     etag_matches,
     format_timestamp,
     parse_json,
     parse_uuid,
-    privacy_change_to_json,
-    privacy_request_from_json,
-    record_to_json,
-    search_query_from_params,
-    select_range,
-    upload_header_from_headers,
-    upload_result_to_json,
 )
 from cj_api.rest_streaming import (
     BackpressureConnection,
@@ -116,6 +123,7 @@ from cj_api.rest_streaming import (
     StreamBody,
     StreamingRequest,
 )
+from cj_api.search_codec import search_query_from_params
 from cj_api.service import MAX_CHECK_UUIDS, CallJournalService, InvalidCall
 
 __all__ = [
