@@ -46,7 +46,7 @@ from cj.config import LoggingConfig
 from cj.db.recordings import create_recording, mark_stored
 from cj.logs import configure_logging
 from cj.storage import FilesystemStorage
-from cj_api.rest_codec import call_to_json
+from cj_api.call_codec import call_to_json
 
 TARGET_RSS_GROWTH_MB = 64
 CHUNK = 256 * 1024

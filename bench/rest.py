@@ -40,7 +40,7 @@ import trio
 from bench._pg import benchmark_database
 from bench.api import AGENT, READER, make_wav, new_call, start_api
 from bench.search import percentile
-from cj_api.rest_codec import call_to_json
+from cj_api.call_codec import call_to_json
 
 CONCURRENT_CLIENTS = 16
 CHUNK = 256 * 1024

@@ -1,4 +1,4 @@
-"""The JSON of the admin requests over REST (privacy, legal holds)."""
+"""The JSON of the admin requests over REST (privacy, legal holds) and their answers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import UTC
 from typing import Any
 
 from cj.db.holds import Hold
+from cj.db.privacy import PrivacyChange
 from cj.errors import ServiceError
 from cj_api.holds import HoldChange
 
@@ -47,3 +48,14 @@ def hold_to_json(hold: Hold) -> dict[str, Any]:
         "held_by": hold.held_by,
         "held_at": hold.held_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     }
+
+
+def privacy_request_from_json(payload: object) -> tuple[bool, str]:
+    """(private, reason) of `{"private": bool, "reason": "..."}`; both required."""
+    return flag_and_reason_from_json(
+        payload, "private", "true or false", "say why the privacy changes"
+    )
+
+
+def privacy_change_to_json(change: PrivacyChange) -> dict[str, Any]:
+    return {"uuid": str(change.call_uuid), "private": change.private, "changed": change.changed}

@@ -18,7 +18,7 @@ from importlib import resources
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from cj_api.rest_codec import etag_matches
+from cj_api.rest_primitives import etag_matches
 
 __all__ = ["CONSOLE_FILES", "CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "register_console"]
 

@@ -48,12 +48,8 @@ from cj.auth import Principal
 from cj.db.calls import CallRecord, SearchQuery
 from cj.errors import ErrorCode, ServiceError
 from cj_api.downloads import DownloadInfo
-from cj_api.rest_codec import (
-    SEARCH_PARAMETERS,
-    RestError,
-    format_timestamp,
-    search_query_from_params,
-)
+from cj_api.rest_primitives import RestError, format_timestamp
+from cj_api.search_codec import SEARCH_PARAMETERS, search_query_from_params
 from cj_api.service import CallJournalService
 
 __all__ = [

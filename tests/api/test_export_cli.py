@@ -12,7 +12,7 @@ import trio
 from click.testing import CliRunner, Result
 
 from cj.export_cli import export
-from cj_api.rest_codec import call_to_json
+from cj_api.call_codec import call_to_json
 from tests.factories import make_call
 from tests.fixtures.api import AGENT_TOKEN, READER_TOKEN, RunningApi
 

@@ -13,8 +13,9 @@ import trio
 
 from cj.db.ingest import upsert_call
 from cj.db.recordings import create_recording
+from cj_api.call_codec import MAX_BATCH_CALLS
 from cj_api.rest import MAX_BATCH_BYTES, MAX_JSON_BYTES
-from cj_api.rest_codec import MAX_BATCH_CALLS, format_timestamp
+from cj_api.rest_primitives import format_timestamp
 from tests.api.conftest import AGENT_TOKEN, READER_TOKEN, RestServer, raw_exchange
 from tests.factories import BASE_TIME, make_call
 

@@ -1,5 +1,6 @@
-"""The REST codec without I/O: times, uuids, calls, search parameters, upload headers,
-ranges and ETags."""
+"""The REST codecs without I/O (`cj_api.rest_primitives`, `call_codec`, `search_codec`,
+`recording_codec`): times, uuids, calls, search parameters, upload headers, ranges and
+ETags."""
 
 from __future__ import annotations
 
@@ -15,20 +16,17 @@ from werkzeug.datastructures import Headers
 
 from cj.errors import ErrorCode, ServiceError
 from cj.model import Direction
-from cj_api.rest_codec import (
+from cj_api.call_codec import batch_items_from_json, call_from_json, call_to_json
+from cj_api.recording_codec import select_range, upload_header_from_headers
+from cj_api.rest_primitives import (
     RestError,
-    batch_items_from_json,
-    call_from_json,
-    call_to_json,
     etag_matches,
     format_timestamp,
     parse_json,
     parse_timestamp,
     parse_uuid,
-    search_query_from_params,
-    select_range,
-    upload_header_from_headers,
 )
+from cj_api.search_codec import search_query_from_params
 from cj_api.service import InvalidCall
 from tests.factories import make_call
 

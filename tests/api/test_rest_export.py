@@ -26,7 +26,7 @@ from cj.db.recordings import create_recording, mark_stored
 from cj.model import Call
 from cj.phone import PhoneNumber
 from cj_api.export import CallsExport, ExportStatus, export_query_from_params, member_name
-from cj_api.rest_codec import RestError
+from cj_api.rest_primitives import RestError
 from tests.api.conftest import AGENT_TOKEN, READER_TOKEN, RestServer, ServiceStack
 from tests.api.test_rest_recordings import new_call
 from tests.factories import BASE_TIME

@@ -37,7 +37,7 @@ import trio
 from cj.db import open_database
 from cj.model import Call
 from cj.queue.postgres import PostgresPublisher
-from cj_api.rest_codec import call_to_json
+from cj_api.call_codec import call_to_json
 from tests.audio.helpers import chirp, write_wav
 from tests.encoder.test_service import QUEUE, Rig, make_storages
 from tests.encoder.test_service import settings as encoder_settings

@@ -23,7 +23,7 @@ from cj.db.recordings import create_recording
 from cj.db.wire import search_json, search_rows
 from cj.model import Direction
 from cj.proto import calljournal_pb2 as pb
-from cj_api.rest_codec import record_to_json
+from cj_api.call_codec import record_to_json
 from tests.db.support import run
 from tests.factories import BASE_TIME, make_call
 

@@ -18,7 +18,7 @@ from cj.errors import ErrorCode
 from cj.model import Call
 from cj.proto import calljournal_pb2 as pb
 from cj.rpc import CallJournalClient, RpcError, open_channel
-from cj_api.rest_codec import call_to_json
+from cj_api.call_codec import call_to_json
 from tests.fixtures.api import RunningApi
 
 _STATUS_NAMES = {value: name for name, value in pb.RecordingStatus.items()}
