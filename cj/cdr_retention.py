@@ -8,9 +8,11 @@ of it is older than the cutoff, so the cutoff is rounded down to the start of it
 (a CDR is kept up to a month longer than asked, never shorter). Before that, the audio of
 those calls is purged the usual way (cj/retention.py: objects deleted, rows marked,
 audited). A month holding a call under legal hold, or a recording still being encoded,
-is not dropped: its other calls are deleted row by row and the partition stays for the
-kept ones. Calls in the default partition (odd dates) older than the cutoff are deleted
-row by row too. Recordings retention itself is unchanged.
+is not dropped: its other calls are deleted (one set-based DELETE of the month's keys,
+one of its calls) and the partition stays for the kept ones. Calls in the default
+partition (odd dates) older than the cutoff are deleted the same way. A dropped month's
+keys go in one DELETE too; only the foreign key of `recordings` still cascades key by
+key (PostgreSQL's referential triggers run per row). Recordings retention itself is unchanged.
 """
 
 from __future__ import annotations

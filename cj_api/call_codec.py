@@ -16,7 +16,8 @@ import uuid as uuid_module
 from datetime import datetime
 from typing import Any
 
-from cj.db.calls import CallRecord, CallState, UpsertOutcome
+from cj.db.calls import CallRecord, CallState
+from cj.db.ingest import UpsertOutcome
 from cj.errors import ServiceError
 from cj.jsonlimits import MAX_JSON_DEPTH, depth_exceeds
 from cj.model import Call, Direction, ModelError, Recording, RecordingStatus

@@ -8,7 +8,7 @@ codecs (`cj_api.call_codec` …) and `cj.model`.
 from __future__ import annotations
 
 from cj.db.audit import MAX_REASON
-from cj.db.calls import UpsertOutcome
+from cj.db.ingest import UpsertOutcome
 from cj.errors import ErrorCode
 from cj_api.call_codec import MAX_BATCH_CALLS
 from cj_api.openapi_blocks import (

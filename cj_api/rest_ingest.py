@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from quart import Response, request
 
 from cj.config import Role
-from cj.db.calls import UpsertOutcome
+from cj.db.ingest import UpsertOutcome
 from cj.errors import ServiceError
 from cj.model import Call
 from cj_api.call_codec import (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cj.db.ingest import UpsertOutcome as UpsertOutcome  # TEMP re-export
+from cj.db.keys import BY_KEY, MANY_BY_KEY
 from cj.db.paging import Cursor, decode_token, encode_token, query_fingerprint
 from cj.db.pool import Connection
 from cj.db.windows import ALL_TIME, Window, collect
@@ -195,7 +195,7 @@ def _row_to_record(row: Mapping[str, Any]) -> CallRecord:
 
 
 def get_call(conn: Connection, call_uuid: uuid_module.UUID) -> CallRecord | None:
-    row = conn.execute(_SELECT.format(raw="c.raw") + " WHERE c.uuid = %s", (call_uuid,)).fetchone()
+    row = conn.execute(_SELECT.format(raw="c.raw") + BY_KEY, {"uuid": call_uuid}).fetchone()
     return _row_to_record(row) if row is not None else None
 
 
@@ -212,10 +212,11 @@ def check_calls(
     """
     wanted = list(uuids)
     rows = conn.execute(
-        """SELECT c.uuid, r.status, r.original_sha256
-             FROM calls c LEFT JOIN recordings r ON r.call_uuid = c.uuid
-            WHERE c.uuid = ANY(%s)
-              AND (%s::text[] IS NULL OR c.source = ANY(%s::text[]))""",
+        f"""SELECT c.uuid, r.status, r.original_sha256
+              FROM {MANY_BY_KEY.format(columns="c.uuid, c.source")}
+              LEFT JOIN recordings r ON r.call_uuid = c.uuid
+             WHERE k.uuid = ANY(%s)
+               AND (%s::text[] IS NULL OR c.source = ANY(%s::text[]))""",
         (
             wanted,
             None if sources is None else list(sources),

@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from cj.db.keys import MANY_BY_KEY
 from cj.db.pool import Connection
 
 REVOKED_CHANNEL = "cj_download_revoked"
@@ -37,9 +38,10 @@ def revocations(
     if not call_uuids:
         return {}
     rows = conn.execute(
-        """SELECT c.uuid, c.private, r.status
-             FROM calls c LEFT JOIN recordings r ON r.call_uuid = c.uuid
-            WHERE c.uuid = ANY(%s)""",
+        f"""SELECT c.uuid, c.private, r.status
+              FROM {MANY_BY_KEY.format(columns="c.uuid, c.private")}
+              LEFT JOIN recordings r ON r.call_uuid = c.uuid
+             WHERE k.uuid = ANY(%s)""",
         (call_uuids,),
     ).fetchall()
     found: dict[uuid_module.UUID, str] = {}

@@ -12,6 +12,7 @@ import uuid as uuid_module
 from dataclasses import dataclass
 
 from cj.db.audit import MAX_REASON, PRIVACY_ACTION, audit, set_audit_context
+from cj.db.keys import BY_KEY
 from cj.db.pool import Connection
 
 __all__ = ["PrivacyChange", "set_call_privacy"]
@@ -49,8 +50,10 @@ def set_call_privacy(
 def _set_privacy(
     conn: Connection, call_uuid: uuid_module.UUID, *, private: bool, actor: str, reason: str
 ) -> PrivacyChange | None:
+    # Through the call's key, so that only its month's partition is read (sql/0006).
     row = conn.execute(
-        "SELECT private FROM calls WHERE uuid = %s FOR UPDATE", (call_uuid,)
+        "SELECT c.private, c.started_at FROM calls c" + BY_KEY + " FOR UPDATE",
+        {"uuid": call_uuid},
     ).fetchone()
     if row is None:
         return None
@@ -66,7 +69,7 @@ def _set_privacy(
         return PrivacyChange(call_uuid, private, changed=False)
     set_audit_context(conn, actor=actor, reason=reason)
     conn.execute(
-        "UPDATE calls SET private = %s, updated_at = now() WHERE uuid = %s",
-        (private, call_uuid),
+        "UPDATE calls SET private = %s, updated_at = now() WHERE uuid = %s AND started_at = %s",
+        (private, call_uuid, row["started_at"]),  # the row locked above: it cannot move
     )
     return PrivacyChange(call_uuid, private, changed=True)

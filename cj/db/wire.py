@@ -6,7 +6,7 @@ times the query itself. The two functions here run the same search (same WHERE, 
 order, same keyset) but select what the protocol sends:
 
 - `search_json`: PostgreSQL writes each call record's JSON text, byte for byte what
-  `cj_api.rest_codec.record_to_json` + compact `json.dumps(ensure_ascii=False)` write
+  `cj_api.call_codec.record_to_json` + compact `json.dumps(ensure_ascii=False)` write
   (same keys in the same order, same escapes, RFC 3339 UTC times with `Z` and
   microseconds only when there are some); Python only joins the rows into the page.
 - `search_rows`: one flat tuple per call, with times as epoch microseconds and the
@@ -82,7 +82,7 @@ def _object(fields: list[tuple[str, str]]) -> str:
     return " || ".join(parts)
 
 
-# rest_codec.call_to_json, without raw (searches never send it).
+# call_codec.call_to_json, without raw (searches never send it).
 _CALL_JSON = _object(
     [
         ("uuid", "'\"' || c.uuid::text || '\"'"),
@@ -108,7 +108,7 @@ _CALL_JSON = _object(
     ]
 )
 
-# rest_codec.recording_to_json: what a download sends now, the MP3 once encoded.
+# call_codec.recording_to_json: what a download sends now, the MP3 once encoded.
 _ENCODED = "(r.status IN ('stored', 'purged') AND r.size IS NOT NULL AND r.sha256 IS NOT NULL)"
 _RECORDING_JSON = _object(
     [
