@@ -25,6 +25,7 @@ import trio
 from cj.config import DatabaseConfig
 from cj.db import Connection, Database, ingest, open_database
 from cj.model import Call
+from tests.db.support import create_six_months
 from tests.factories import make_call
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -103,10 +104,7 @@ def _plans_after_growth(conn: Connection, setup: Callable[[Connection], None]) -
     with conn.transaction(force_rollback=True):
         setup(conn)
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        conn.execute(
-            "SELECT cj_calls_create_partition(m) FROM generate_series("
-            "'2025-01-01 00:00+00'::timestamptz, '2025-06-01 00:00+00', '1 month') AS m"
-        )
+        create_six_months(conn)
         span = timedelta(days=181) / STORED
         stored = [make_call(started_at=START + i * span) for i in range(STORED)]
         few = stored[:: STORED // 12]

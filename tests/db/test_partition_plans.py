@@ -26,6 +26,7 @@ from cj.config import DatabaseConfig
 from cj.db import Connection, Database, open_database
 from cj.db.calls import SearchQuery, search_calls
 from cj.db.paging import Cursor, encode_token
+from tests.db.support import create_six_months
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 MONTHS = [f"calls_2025_{m:02d}" for m in range(1, 7)]
@@ -41,10 +42,7 @@ async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
 
 
 def _load(conn: Connection) -> None:
-    conn.execute(
-        "SELECT cj_calls_create_partition(m) FROM generate_series("
-        "'2025-01-01 00:00+00'::timestamptz, '2025-06-01 00:00+00', '1 month') AS m"
-    )
+    create_six_months(conn)
     span = int(timedelta(days=181).total_seconds())
     with conn.cursor().copy(
         "COPY calls (uuid, source, caller_number, caller_digits_rev, destination_number,"

@@ -24,6 +24,7 @@ from cj.db import Connection, Database, open_database
 from cj.db.calls import check_calls, get_call
 from cj.db.downloads import revocations
 from cj.db.privacy import set_call_privacy
+from tests.db.support import create_six_months
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 CALLS = 600  # over six months, a month apart from the next in steps of ~7 hours
@@ -38,10 +39,7 @@ async def db(database_config: DatabaseConfig) -> AsyncIterator[Database]:
 
 
 def _load(conn: Connection) -> None:
-    conn.execute(
-        "SELECT cj_calls_create_partition(m) FROM generate_series("
-        "'2025-01-01 00:00+00'::timestamptz, '2025-06-01 00:00+00', '1 month') AS m"
-    )
+    create_six_months(conn)
     span = int(timedelta(days=181).total_seconds())
     with conn.cursor().copy(
         "COPY calls (uuid, source, caller_number, caller_digits_rev, destination_number,"
