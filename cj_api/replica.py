@@ -64,10 +64,10 @@ class ReplicaReads(Database):
     def replica_down(self) -> bool:
         return self._down_since is not None
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T], *, autocommit: bool = False) -> T:
         if self._down_since is None or self._clock() - self._down_since >= self._retry_s:
             try:
-                result = await self._replica.run(fn)
+                result = await self._replica.run(fn, autocommit=autocommit)
             except DatabaseUnavailable as exc:
                 if self._down_since is None:
                     log.warning(
@@ -83,7 +83,7 @@ class ReplicaReads(Database):
                     self._down_since = None
                 return result
         self._fallbacks.inc()
-        return await self._primary.run(fn)
+        return await self._primary.run(fn, autocommit=autocommit)
 
     async def check(self) -> None:
         """Ready when the primary answers (the replica is optional: reads fall back)."""

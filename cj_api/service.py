@@ -497,7 +497,8 @@ class CallJournalService:
 
     async def _run(self, fn: Callable[[Connection], T], *, read: bool = False) -> T:
         try:
-            return await (self._read_db if read else self._db).run(fn)
+            # A read is one statement per window of time (cj.db.windows): no transaction.
+            return await (self._read_db if read else self._db).run(fn, autocommit=read)
         except DatabaseUnavailable as exc:
             raise ServiceError.unavailable("database unavailable; retry later") from exc
         except psycopg.errors.ForeignKeyViolation:

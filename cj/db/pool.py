@@ -48,10 +48,13 @@ class Database:
         conninfo = self._pool.conninfo
         return conninfo if isinstance(conninfo, str) else conninfo()
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T], *, autocommit: bool = False) -> T:
         """Run `fn(conn)` in a worker thread inside one transaction; return its result.
 
-        The transaction commits when `fn` returns and rolls back when it raises.
+        The transaction commits when `fn` returns and rolls back when it raises. With
+        `autocommit`, each statement of `fn` is its own transaction instead: for reads
+        whose statements need no common snapshot (READ COMMITTED gives each statement
+        its own anyway), it saves the BEGIN and COMMIT round trips.
         """
         slot = _Slot()
         trio_token = self._trio_token
@@ -68,6 +71,7 @@ class Database:
                         if slot.cancelled:  # the caller gave up before we began
                             raise _CallerGone
                         slot.conn = conn
+                    conn.autocommit = autocommit  # every run says: none inherits it
                     try:
                         return fn(conn)
                     finally:

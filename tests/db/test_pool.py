@@ -68,6 +68,33 @@ async def test_run_commits_on_return_and_rolls_back_on_error(
             assert [r["x"] for r in rows] == [1]
 
 
+async def test_an_autocommit_read_opens_no_transaction_and_leaves_none_behind(
+    database_config: DatabaseConfig,
+) -> None:
+    """Reads run without BEGIN/COMMIT; the same connection then serves a writer in a
+    transaction again (its failure rolls back everything it did)."""
+    with trio.fail_after(20):
+        async with open_database(database_config, size=1) as db:
+            await db.run(lambda c: c.execute("CREATE TABLE t (x int)"))
+
+            def read(conn: psycopg.Connection) -> tuple[bool, int]:  # type: ignore[type-arg]
+                conn.execute("SELECT 1")
+                return conn.autocommit, conn.info.transaction_status
+
+            autocommit, status = await db.run(read, autocommit=True)
+            assert autocommit and status == psycopg.pq.TransactionStatus.IDLE
+
+            def insert_then_fail(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+                assert not conn.autocommit
+                conn.execute("INSERT INTO t VALUES (2)")
+                raise RuntimeError("boom")
+
+            with pytest.raises(RuntimeError, match="boom"):
+                await db.run(insert_then_fail)
+            rows = await db.run(lambda c: c.execute("SELECT x FROM t").fetchall())
+            assert rows == []
+
+
 async def test_unreachable_server_is_database_unavailable() -> None:
     config = DatabaseConfig(
         url=SecretStr(f"postgresql://nobody@127.0.0.1:{free_port()}/x"), connect_timeout_s=2
