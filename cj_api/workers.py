@@ -194,6 +194,21 @@ class Supervisor:
     async def run(self, shutdown: trio.Event, *, task_status: trio.TaskStatus[list[int]]) -> None:
         self._metrics_dir.mkdir()
         self._write_status()
+        try:
+            await self._run(shutdown, task_status)
+        except BaseExceptionGroup as group:
+            failed, rest = group.split(WorkersFailed)
+            if failed is None or rest is not None:
+                raise
+            # Several workers failed to start at the same moment: one report, the first.
+            first: BaseException = failed
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        if self._failures:
+            raise WorkersFailed("; ".join(self._failures))
+
+    async def _run(self, shutdown: trio.Event, task_status: trio.TaskStatus[list[int]]) -> None:
         async with trio.open_nursery() as nursery:
             for slot in range(self._count):  # all at once: each takes a second or two
                 nursery.start_soon(self._keep_running, slot)
@@ -208,8 +223,6 @@ class Supervisor:
             log.info("api_workers_stopping", grace_period_s=self._settings.api.grace_period_s)
             for worker in list(self._status.workers.values()):
                 _signal(worker.process, signal.SIGTERM)
-        if self._failures:
-            raise WorkersFailed("; ".join(self._failures))
 
     async def _keep_running(self, slot: int) -> None:
         backoff = GrpcBackoff(base_s=0.5, max_s=30.0)
