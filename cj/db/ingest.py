@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from cj.db.audit import set_audit_context
+from cj.db.keys import MANY_BY_KEY
 from cj.db.partitions import ensure_partitions
 from cj.db.pool import Connection
 from cj.model import Call
@@ -82,7 +83,7 @@ WITH batch AS (
 ), written AS (
     INSERT INTO calls AS c (uuid, {", ".join(_CALL_COLUMNS)})
     SELECT uuid, {", ".join(f"{c}::jsonb" if c == "raw" else c for c in _CALL_COLUMNS)}
-      FROM batch ORDER BY ord
+      FROM batch ORDER BY uuid  -- new keys are taken in one order by every writer
     ON CONFLICT (uuid, started_at) DO UPDATE
        SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED_COLUMNS)},
            private = c.private OR EXCLUDED.private,
@@ -187,7 +188,9 @@ def _result(row: Mapping[str, Any] | None, allowed: Sequence[str]) -> UpsertResu
 
 def _owners(conn: Connection, uuids: Sequence[uuid_module.UUID]) -> dict[uuid_module.UUID, str]:
     rows = conn.execute(
-        "SELECT uuid, source FROM calls WHERE uuid = ANY(%s)", (list(uuids),)
+        f"SELECT k.uuid, c.source FROM {MANY_BY_KEY.format(columns='c.source')}"
+        " WHERE k.uuid = ANY(%s)",
+        (list(uuids),),
     ).fetchall()
     return {row["uuid"]: row["source"] for row in rows}
 
